@@ -1,0 +1,47 @@
+"""The ``pri`` command. Each subcommand lives in its own module exposing
+``add_arguments(parser)`` and ``run(args)``; bad input raises PriError, printed here as one
+line naming the option and the fix, with a non-zero exit."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import PriError
+
+SUBCOMMANDS = {
+    "invert": ("pri.invert", "run DMI, SMI or PRI inversion and write a pool file"),
+    "teacher": ("pri.teacher", "train (or load and evaluate) a teacher with provenance"),
+    "distill": ("pri.distill", "distil a student from synthetic pools; top-1 on the real test set"),
+    "efficiency": ("pri.efficiency", "cost model, fvcore MACs and wall-clock per generated image"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pri", description=__doc__.splitlines()[0] if __doc__ else None)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (modname, help_) in SUBCOMMANDS.items():
+        mod = importlib.import_module(modname)
+        p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip().splitlines()[0],
+                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        mod.add_arguments(p)
+        p.set_defaults(_run=mod.run, _prog=f"pri {name}")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc = args._run(args)
+    except PriError as e:
+        print(f"{args._prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{args._prog}: interrupted; no output was written", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""Atomic writes: every output appears complete under its final name, or not at all."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import torch
+
+
+def _tmp_for(path: str) -> str:
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".part", dir=d)
+    os.close(fd)
+    return tmp
+
+
+def atomic_torch_save(obj, path: str) -> None:
+    tmp = _tmp_for(path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    tmp = _tmp_for(path)
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_json(path: str, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def versions() -> dict:
+    import platform
+
+    import timm
+
+    return {"torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version()}
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

@@ -1,0 +1,199 @@
+"""Model construction and safe checkpoint loading.
+
+Models are timm VisionTransformers: any timm ViT name with a class token (deit_*_patch16_224,
+vit_base_patch32_224, ...) or one of the small ViTs below, built through timm's
+VisionTransformer for 8-32 px inputs. Weights are never downloaded: they come from a local
+checkpoint (.pth/.pt with ``weights_only=True``, or .safetensors), or the model stays at its
+random initialisation and every result says so (``random-init``).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .errors import PriError
+from .vit import check_model
+
+# Small ViTs for the embedded default (Fashion-MNIST 28 px, digits 8 px, CIFAR 32 px).
+SMALL_VITS: dict[str, dict] = {
+    # 28 px, 1 channel, 7x7 = 49 patches: the default teacher.
+    "vit_pico_patch4_28": dict(img_size=28, patch_size=4, in_chans=1, embed_dim=96, depth=4, num_heads=3),
+    # 28 px, 1 channel: the default student (smaller than the teacher).
+    "vit_femto_patch4_28": dict(img_size=28, patch_size=4, in_chans=1, embed_dim=64, depth=3, num_heads=2),
+    # 8 px digits (scikit-learn), 4x4 = 16 patches.
+    "vit_pico_patch2_8": dict(img_size=8, patch_size=2, in_chans=1, embed_dim=64, depth=3, num_heads=2),
+    # 32 px, 3 channels (CIFAR), 8x8 = 64 patches.
+    "vit_pico_patch4_32": dict(img_size=32, patch_size=4, in_chans=3, embed_dim=96, depth=4, num_heads=3),
+}
+SMALL_VIT_MEAN = 0.5
+SMALL_VIT_STD = 0.5
+
+SUITE_FORMAT = "pri-checkpoint/1"
+
+
+def known_model(name: str) -> bool:
+    import timm
+
+    return name in SMALL_VITS or timm.is_model(name)
+
+
+def build_model(name: str, num_classes: int | None = None, img_size: int | None = None,
+                in_chans: int | None = None) -> nn.Module:
+    """A randomly initialised timm VisionTransformer (no download)."""
+    import timm
+    from timm.models.vision_transformer import VisionTransformer
+
+    kw = {}
+    if num_classes is not None:
+        kw["num_classes"] = int(num_classes)
+    if img_size is not None:
+        kw["img_size"] = int(img_size)
+    if in_chans is not None:
+        kw["in_chans"] = int(in_chans)
+    if name in SMALL_VITS:
+        cfg = dict(SMALL_VITS[name])
+        cfg.update(kw)
+        cfg.setdefault("num_classes", 10)
+        model = VisionTransformer(class_token=True, global_pool="token", **cfg)
+        model.pretrained_cfg = {"mean": (SMALL_VIT_MEAN,) * cfg["in_chans"], "std": (SMALL_VIT_STD,) * cfg["in_chans"]}
+    elif timm.is_model(name):
+        try:
+            model = timm.create_model(name, pretrained=False, **kw)
+        except Exception as e:  # noqa: BLE001 - timm raises many kinds for bad kwargs
+            raise PriError("--model", f"timm could not build {name!r} with {kw}: {e}") from e
+    else:
+        small = ", ".join(sorted(SMALL_VITS))
+        raise PriError("--model", f"unknown model {name!r}: give a timm ViT name "
+                       f"(e.g. deit_tiny_patch16_224) or one of {small}")
+    try:
+        check_model(model)
+    except ValueError as e:
+        raise PriError("--model", f"{name!r} cannot be inverted: {e}") from e
+    return model
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_checkpoint(path: str, option: str = "--checkpoint") -> dict:
+    """Read a checkpoint safely: .safetensors, or a torch file with weights_only=True."""
+    if not os.path.isfile(path):
+        raise PriError(option, f"file not found: {path}")
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(path, device="cpu")
+        except Exception as e:  # noqa: BLE001
+            raise PriError(option, f"{path} is not a readable .safetensors file ({type(e).__name__}: {e})") from e
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        msg = str(e)
+        if "Weights only load failed" in msg or "Unsupported global" in msg or "weights_only" in msg:
+            raise PriError(option, f"refused to load {path}: it holds Python objects beyond tensors and plain "
+                           "containers (a pickle that could run code); re-save it as a state_dict or .safetensors") from e
+        raise PriError(option, f"{path} is not a readable torch checkpoint ({type(e).__name__}: "
+                       f"{msg.splitlines()[0] if msg else ''})") from e
+    if not isinstance(obj, dict):
+        raise PriError(option, f"{path} holds a {type(obj).__name__}, not a state_dict")
+    return obj
+
+
+def state_dict_of(obj: dict) -> dict:
+    """The state_dict inside a checkpoint: the suite's format, DeiT's {'model': ...}, or plain."""
+    for key in ("state_dict", "model", "state_dict_ema", "model_ema"):
+        if key in obj and isinstance(obj[key], dict):
+            return obj[key]
+    return obj
+
+
+@dataclass
+class Teacher:
+    model: nn.Module
+    name: str
+    mean: tuple
+    std: tuple
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.model.num_classes)
+
+
+def load_model(name: str, checkpoint: str | None = None, num_classes: int | None = None,
+               img_size: int | None = None, in_chans: int | None = None, option: str = "--checkpoint",
+               frozen: bool = True) -> Teacher:
+    """Build ``name`` and load ``checkpoint`` into it (or keep random weights).
+
+    A suite checkpoint (written by ``pri teacher``) carries its own architecture arguments,
+    normalisation and provenance; a foreign state_dict must fit the model as built.
+    """
+    obj = None
+    meta: dict = {}
+    if checkpoint is not None:
+        obj = read_checkpoint(checkpoint, option)
+        if obj.get("format") == SUITE_FORMAT:
+            meta = obj
+            if obj.get("arch") != name:
+                raise PriError("--model", f"{checkpoint} holds a {obj.get('arch')!r}, not {name!r}: "
+                               f"pass --model {obj.get('arch')}")
+            kw = obj.get("model_kwargs", {})
+            num_classes = kw.get("num_classes", num_classes) if num_classes is None else num_classes
+            img_size = kw.get("img_size", img_size) if img_size is None else img_size
+            in_chans = kw.get("in_chans", in_chans) if in_chans is None else in_chans
+    model = build_model(name, num_classes=num_classes, img_size=img_size, in_chans=in_chans)
+    prov = {"model": name, "num_classes": int(model.num_classes),
+            "img_size": int(model.patch_embed.img_size[0]), "in_chans": int(model.patch_embed.proj.in_channels)}
+    if obj is not None:
+        sd = state_dict_of(obj)
+        try:
+            model.load_state_dict(sd, strict=True)
+        except RuntimeError as e:
+            first = [ln.strip() for ln in str(e).splitlines() if ln.strip()][1:3]
+            raise PriError(option, f"{checkpoint} does not fit {name} as built "
+                           f"(num_classes={prov['num_classes']}, img_size={prov['img_size']}): "
+                           f"{'; '.join(first)[:300]}; pass the matching --num-classes/--img-size") from e
+        prov.update(checkpoint=os.path.basename(checkpoint), sha256=sha256_file(checkpoint))
+        if meta.get("provenance"):
+            prov["trained"] = meta["provenance"]
+    else:
+        prov.update(checkpoint=None, sha256="random-init")
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    c = prov["in_chans"]
+    mean = tuple(meta.get("mean") or cfg.get("mean") or (0.5,) * c)
+    std = tuple(meta.get("std") or cfg.get("std") or (0.5,) * c)
+    if len(mean) != c:
+        mean, std = (sum(mean) / len(mean),) * c, (sum(std) / len(std),) * c
+    prov.update(mean=list(mean), std=list(std))
+    model.eval()
+    if frozen:
+        model.requires_grad_(False)
+    return Teacher(model=model, name=name, mean=mean, std=std, provenance=prov)
+
+
+def save_checkpoint(path: str, model: nn.Module, name: str, mean, std, provenance: dict) -> str:
+    """Write a suite checkpoint atomically; returns its sha256."""
+    obj = {
+        "format": SUITE_FORMAT,
+        "arch": name,
+        "model_kwargs": {"num_classes": int(model.num_classes), "img_size": int(model.patch_embed.img_size[0]),
+                         "in_chans": int(model.patch_embed.proj.in_channels)},
+        "mean": [float(m) for m in mean],
+        "std": [float(s) for s in std],
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "provenance": provenance,
+    }
+    from .io import atomic_torch_save
+
+    atomic_torch_save(obj, path)
+    return sha256_file(path)
