@@ -17,10 +17,14 @@ SUBCOMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pri", description=__doc__.splitlines()[0] if __doc__ else None)
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; subcommand modules are imported only for the subcommand asked for."""
+    parser = argparse.ArgumentParser(prog="pri", description="Data-free model inversion of Vision Transformers")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (modname, help_) in SUBCOMMANDS.items():
+        if name != only:
+            sub.add_parser(name, help=help_)
+            continue
         mod = importlib.import_module(modname)
         p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip().splitlines()[0],
                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -30,7 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    only = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only if only in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
     try:
         rc = args._run(args)

@@ -46,7 +46,7 @@ def versions() -> dict:
 
     import timm
 
-    return {"torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version()}
+    return {"torch": str(torch.__version__), "timm": str(timm.__version__), "python": str(platform.python_version())}
 
 
 def device_name(device: torch.device) -> str:

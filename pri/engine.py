@@ -1,0 +1,339 @@
+"""One inversion engine for every method.
+
+Loss CE + TV, Adam on the pixels, roll-and-flip augmentation with the active set remapped,
+clamping to the valid pixel range, the importance score read on an un-augmented forward.
+DMI, SMI and PRI differ only in the schedule (pri/schedules.py).
+
+Between two schedule events every tensor has a fixed shape, so the whole optimisation step
+(augment, sparse forward, loss, backward, Adam, clamp) works on static buffers. On a GPU each
+stage's step is captured once as a CUDA graph and replayed, which removes the per-step launch
+overhead that would otherwise hide the token savings; on a CPU the same step body runs eagerly.
+"""
+from __future__ import annotations
+
+import math
+import resource
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .errors import PriError
+from .models import Teacher
+from .schedules import Schedule
+from .vit import grid_size, num_patches, patch_size, sparse_forward
+
+
+@dataclass
+class InversionConfig:
+    iterations: int
+    batch: int  # output images (PRI: trajectories = batch // v)
+    seed: int = 0
+    lr: float = 0.25
+    beta1: float = 0.5
+    beta2: float = 0.99
+    ce_weight: float = 1.0
+    tv_weight: float = 1e-4
+    jitter: float = 0.125  # max roll, fraction of the image side (rounded to whole patches)
+    flip: bool = True
+    score_layer: int = -1
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "fp32"  # fp32 | bf16 (autocast)
+    tf32: bool = True  # GPU matmuls in TF32 (fp32 mode)
+    graphs: str = "auto"  # auto (CUDA graphs on GPU) | off
+    graph_warmup: int = 2  # eager steps per stage before capture
+    progress: bool = True
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise PriError("--device", "CUDA was asked for but no GPU is visible to torch; use --device cpu "
+                           "(or auto)")
+        return torch.device(device)
+    if device == "cpu":
+        return torch.device("cpu")
+    raise PriError("--device", f"unknown device {device!r}: choose auto, cpu or cuda")
+
+
+class Augment:
+    """Random roll by whole patches (up to ``jitter`` of the side) and horizontal flip.
+
+    Each of the finitely many augmentations is a pixel permutation (a gather, so the step
+    keeps static shapes and can be captured) plus a patch permutation that remaps the active
+    set: patch ``j`` of the original image lands at ``patch_dst[j]`` of the augmented one.
+    """
+
+    def __init__(self, h: int, w: int, p: int, jitter: float, flip: bool, device):
+        gh, gw = h // p, w // p
+        my = int(math.floor(h * jitter / p + 0.5)) if jitter > 0 else 0
+        mx = int(math.floor(w * jitter / p + 0.5)) if jitter > 0 else 0
+        combos = [(dy, dx, f) for dy in range(-my, my + 1) for dx in range(-mx, mx + 1)
+                  for f in ((0, 1) if flip else (0,))]
+        ii = torch.arange(h).view(h, 1).expand(h, w)
+        jj = torch.arange(w).view(1, w).expand(h, w)
+        r = torch.arange(gh).view(gh, 1).expand(gh, gw)
+        c = torch.arange(gw).view(1, gw).expand(gh, gw)
+        pix, dst = [], []
+        for dy, dx, f in combos:
+            src_j = (w - 1 - jj) if f else jj
+            pix.append((((ii - dy * p) % h) * w + (src_j - dx * p) % w).reshape(-1))
+            rr, cc = (r + dy) % gh, (c + dx) % gw
+            if f:
+                cc = gw - 1 - cc
+            dst.append((rr * gw + cc).reshape(-1))
+        self.combos = combos
+        self.pixel_src = torch.stack(pix).to(device)  # [A, H*W]: augmented pixel <- original pixel
+        self.patch_dst = torch.stack(dst).to(device)  # [A, N]: original patch -> augmented patch
+
+    def __len__(self):
+        return len(self.combos)
+
+    @staticmethod
+    def apply(x: torch.Tensor, pixel_src: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        return x.reshape(B, C, H * W).index_select(2, pixel_src).view(B, C, H, W)
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    """Mean over images of the l2 norms of vertical and horizontal neighbour differences."""
+    dh = (x[:, :, 1:, :] - x[:, :, :-1, :]).flatten(1)
+    dw = (x[:, :, :, 1:] - x[:, :, :, :-1]).flatten(1)
+    return (dh.norm(dim=1) + dw.norm(dim=1)).mean()
+
+
+def to_uint8(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, patch_mask: torch.Tensor, p: int):
+    """Normalised pixels -> uint8 in [0, 255]; pixels of patches outside the mask exactly 0."""
+    B, C, H, W = x.shape
+    img = ((x.float() * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
+    gh, gw = H // p, W // p
+    pm = patch_mask.view(B, 1, gh, 1, gw, 1).expand(B, 1, gh, p, gw, p).reshape(B, 1, H, W)
+    return img * pm.to(torch.uint8)
+
+
+class Stage:
+    """The optimisation step at one fixed active count, on static buffers."""
+
+    def __init__(self, inv: "Inverter", active: torch.Tensor):
+        self.inv = inv
+        self.active = active  # [B, K] in original patch coordinates
+        self.active_aug = active.clone()  # remapped per step
+        self.pixel_src = inv.aug.pixel_src[0].clone()
+        self.graph = None
+        self.steps = 0
+
+    def _body(self):
+        inv = self.inv
+        x_aug = Augment.apply(inv.x, self.pixel_src)
+        with inv.autocast():
+            logits = sparse_forward(inv.model, x_aug, self.active_aug)
+        loss = inv.cfg.ce_weight * F.cross_entropy(logits.float(), inv.labels)
+        if inv.cfg.tv_weight:
+            loss = loss + inv.cfg.tv_weight * total_variation(inv.x)
+        loss.backward()
+        inv.opt.step()
+        with torch.no_grad():
+            inv.x.copy_(torch.maximum(torch.minimum(inv.x, inv.hi), inv.lo))
+        return loss
+
+    def step(self, combo: int):
+        inv = self.inv
+        # set this step's augmentation into the static buffers (device-side copies, no host sync)
+        self.pixel_src.copy_(inv.aug.pixel_src[combo])
+        torch.gather(inv.aug.patch_dst[combo].expand(self.active.shape[0], -1), 1, self.active,
+                     out=self.active_aug)
+        if self.graph is not None:
+            self.graph.replay()
+        elif inv.use_graphs and self.steps >= inv.cfg.graph_warmup:
+            self._capture()
+            self.graph.replay()
+        else:
+            inv.opt.zero_grad(set_to_none=False)
+            self._body()
+        self.steps += 1
+
+    def _capture(self):
+        inv = self.inv
+        torch.cuda.synchronize()
+        inv.opt.zero_grad(set_to_none=True)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self._body()
+
+
+class Inverter:
+    def __init__(self, teacher: Teacher, schedule: Schedule, cfg: InversionConfig):
+        self.teacher, self.schedule, self.cfg = teacher, schedule, cfg
+        self.model = teacher.model
+        self.device = resolve_device(cfg.device)
+        if cfg.dtype not in ("fp32", "bf16"):
+            raise PriError("--dtype", f"unknown dtype {cfg.dtype!r}: choose fp32 or bf16")
+        self.n = num_patches(self.model)
+        self.p = patch_size(self.model)
+        self.gh, self.gw = grid_size(self.model)
+        schedule.validate(self.n, cfg.iterations, cfg.batch)
+        self.model.to(self.device).eval().requires_grad_(False)
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+            torch.backends.cudnn.allow_tf32 = cfg.tf32
+        self.use_graphs = self.device.type == "cuda" and cfg.graphs == "auto"
+        pe = self.model.patch_embed
+        self.c = int(pe.proj.in_channels)
+        self.h, self.w = int(pe.img_size[0]), int(pe.img_size[1])
+        self.mean = torch.tensor(teacher.mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(teacher.std, device=self.device).view(1, -1, 1, 1)
+        self.lo, self.hi = (0 - self.mean) / self.std, (1 - self.mean) / self.std
+        self.aug = Augment(self.h, self.w, self.p, cfg.jitter, cfg.flip, self.device)
+        self.trajectories = schedule.trajectories(cfg.batch)
+        self.g_init = torch.Generator().manual_seed(cfg.seed)
+        self.g_aug = torch.Generator().manual_seed(cfg.seed + 1)
+        self.g_score = torch.Generator().manual_seed(cfg.seed + 2)
+        k = teacher.num_classes
+        b = self.trajectories
+        offset = int(torch.randint(k, (1,), generator=self.g_init))
+        self.labels = ((torch.arange(b) + offset) % k)[torch.randperm(b, generator=self.g_init)].to(self.device)
+        x0 = torch.randn(b, self.c, self.h, self.w, generator=self.g_init)
+        self.x = x0.to(self.device).requires_grad_(True)
+        with torch.no_grad():
+            self.x.copy_(torch.maximum(torch.minimum(self.x, self.hi), self.lo))
+        self.opt = torch.optim.Adam([self.x], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                                    capturable=self.use_graphs)
+
+    def autocast(self):
+        if self.cfg.dtype == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return torch.autocast(self.device.type, enabled=False)
+
+    def sample_combo(self) -> int:
+        return int(torch.randint(len(self.aug), (1,), generator=self.g_aug))
+
+    def score(self, active: torch.Tensor, t: int) -> torch.Tensor | None:
+        """Patch scores on an un-augmented forward (or random, for the Re-Birth ablation)."""
+        if self.schedule.needs_score(t):
+            with torch.no_grad(), self.autocast():
+                _, s = sparse_forward(self.model, self.x, active, with_score=True, score_layer=self.cfg.score_layer)
+            return s.float()
+        return torch.rand(active.shape, generator=self.g_score).to(self.device)
+
+    def stage_stepper(self, k: int):
+        """A zero-argument function running one full step at ``k`` active patches (for timing)."""
+        b = self.trajectories
+        active = torch.stack([torch.randperm(self.n, generator=self.g_score)[:k].sort().values for _ in range(b)])
+        stage = Stage(self, active.to(self.device))
+        return lambda: stage.step(self.sample_combo())
+
+    def sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def run(self, callback=None) -> dict:
+        """Run the schedule; returns the pool dict. ``callback(t, x, emitted)`` is called at each
+        event with the trajectory pixels (normalised) before it acts (for tests and inspection)."""
+        cfg, sched = self.cfg, self.schedule
+        T = cfg.iterations
+        run_len = sched.run_length(T)
+        events = set(sched.event_iterations(T, self.n))
+        b = self.trajectories
+        active = torch.arange(self.n, device=self.device).unsqueeze(0).expand(b, -1).contiguous()
+        out_imgs, out_masks, out_stage = [], [], []
+        stage_no = 0
+        counts = []
+
+        def emit(idx):
+            nonlocal stage_no
+            mask = torch.zeros(b, self.n, dtype=torch.bool, device=self.device).scatter_(1, idx, True)
+            with torch.no_grad():
+                out_imgs.append(to_uint8(self.x.detach(), self.mean, self.std, mask, self.p).cpu())
+            out_masks.append(mask.cpu())
+            out_stage.append(torch.full((b,), stage_no, dtype=torch.int64))
+            stage_no += 1
+
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        stage = Stage(self, active)
+        bar = _progress(run_len, cfg.progress, f"{sched.method} invert")
+        self.sync()
+        t0 = time.perf_counter()
+        for t in range(run_len):
+            if t in events:
+                score = self.score(active, t)
+                ev = sched.act(t, active, score, self.n, T)
+                if callback is not None:
+                    callback(t, self.x.detach(), ev.emitted)
+                for idx in ev.emitted:
+                    emit(idx)
+                active = ev.new_active
+                stage = Stage(self, active)
+                bar.set_postfix_str(f"active={active.shape[1]}/{self.n}", refresh=False)
+            counts.append(active.shape[1])
+            stage.step(self.sample_combo())
+            bar.update(1)
+        final = sched.finish(active)
+        if callback is not None:
+            callback(run_len, self.x.detach(), final)
+        for idx in final:
+            emit(idx)
+        self.sync()
+        wall = time.perf_counter() - t0
+        bar.close()
+        counts += [0] * (T - len(counts))
+
+        # order images by trajectory, then stage
+        imgs, masks, stages = torch.cat(out_imgs), torch.cat(out_masks), torch.cat(out_stage)
+        traj = torch.arange(b).repeat(len(out_imgs))
+        order = torch.argsort(traj * (stage_no + 1) + stages)
+        ledger = self._ledger(counts, imgs.shape[0], wall)
+        return {
+            "images": imgs[order].contiguous(),
+            "masks": masks[order].contiguous(),
+            "labels": self.labels.cpu().repeat(len(out_imgs))[order].contiguous(),
+            "trajectory": traj[order].contiguous(),
+            "stage": stages[order].contiguous(),
+            "ledger": ledger,
+        }
+
+    def _ledger(self, counts, images_out, wall) -> dict:
+        from .io import device_name, versions
+
+        cfg = self.cfg
+        if self.device.type == "cuda":
+            peak = {"peak_memory_mb": torch.cuda.max_memory_allocated(self.device) / 2**20,
+                    "peak_memory_kind": "cuda_max_allocated"}
+        else:
+            peak = {"peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                    "peak_memory_kind": "process_max_rss"}
+        return {
+            **self.schedule.params(),
+            "iterations": cfg.iterations,
+            "iterations_run": self.schedule.run_length(cfg.iterations),
+            "active_tokens": list(counts),
+            "num_patches": self.n,
+            "batch": cfg.batch,
+            "trajectories": self.trajectories,
+            "images_out": images_out,
+            "wall_seconds": wall,
+            "seconds_per_image": wall / max(1, images_out),
+            **peak,
+            "device": device_name(self.device),
+            "dtype": cfg.dtype,
+            "tf32": bool(cfg.tf32 and self.device.type == "cuda"),
+            "cuda_graphs": self.use_graphs,
+            "seed": cfg.seed,
+            "config": asdict(cfg),
+            "augmentations": len(self.aug),
+            "teacher": dict(self.teacher.provenance),
+            **versions(),
+        }
+
+
+def _progress(total, enabled, desc):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, desc=desc, mininterval=1.0, unit="it", dynamic_ncols=True)
+
+
+def invert(teacher: Teacher, schedule: Schedule, cfg: InversionConfig, callback=None) -> dict:
+    return Inverter(teacher, schedule, cfg).run(callback)

@@ -1,0 +1,189 @@
+"""The inversion engine and its schedules: invariants of DMI, SMI and PRI."""
+import pytest
+import torch
+from timm.models.vision_transformer import VisionTransformer
+
+from pri.engine import Augment, InversionConfig, Inverter, invert, to_uint8
+from pri.models import Teacher, load_model
+from pri.schedules import DMI, PRI, SMI, make_schedule, matched_ratio, scaled_prune_at
+from pri.vit import patchify
+
+
+def _teacher(name="vit_pico_patch4_28"):
+    torch.manual_seed(0)
+    return load_model(name)
+
+
+def _teacher_196():
+    """A very small random ViT with 14 x 14 = 196 patches (the DeiT patch count), for fast runs."""
+    torch.manual_seed(0)
+    m = VisionTransformer(img_size=56, patch_size=4, in_chans=3, embed_dim=32, depth=1, num_heads=2,
+                          num_classes=10).eval().requires_grad_(False)
+    return Teacher(model=m, name="test_vit_196", mean=(0.5,) * 3, std=(0.5,) * 3,
+                   provenance={"model": "test_vit_196", "sha256": "random-init"})
+
+
+def _cfg(**kw):
+    base = dict(iterations=14, batch=8, seed=0, device="cpu", progress=False)
+    base.update(kw)
+    return InversionConfig(**base)
+
+
+# ---------------------------------------------------------------- augmentation
+@pytest.mark.parametrize("h,p,expected", [(224, 16, 2), (28, 4, 1), (32, 4, 1), (8, 2, 1)])
+def test_roll_is_rounded_to_whole_patches(h, p, expected):
+    aug = Augment(h, h, p, 0.125, True, "cpu")
+    shifts = {abs(dy) for dy, dx, f in aug.combos} | {abs(dx) for dy, dx, f in aug.combos}
+    assert max(shifts) == expected  # in patches: 1/8 of the side, rounded to whole patches
+    assert len(aug) == (2 * expected + 1) ** 2 * 2
+
+
+def test_augmentation_is_roll_and_flip_and_remaps_the_active_set():
+    h, p = 28, 4
+    aug = Augment(h, h, p, 0.125, True, "cpu")
+    x = torch.randn(2, 1, h, h)
+    for a, (dy, dx, f) in enumerate(aug.combos):
+        ref = torch.roll(x, shifts=(dy * p, dx * p), dims=(2, 3))
+        if f:
+            ref = ref.flip(3)
+        out = Augment.apply(x, aug.pixel_src[a])
+        assert torch.equal(out, ref)
+        # patch j of the original lands at patch_dst[j] of the augmented image (mirrored if flipped)
+        po, pa = patchify(x, p).view(2, 49, p, p), patchify(out, p).view(2, 49, p, p)
+        moved = pa[:, aug.patch_dst[a]]
+        assert torch.equal(moved, po.flip(-1) if f else po)
+
+
+def test_augmented_active_set_covers_exactly_the_active_pixels():
+    h, p = 28, 4
+    aug = Augment(h, h, p, 0.125, True, "cpu")
+    idx = torch.tensor([[0, 6, 7, 20, 48]])
+    pm = torch.zeros(1, 49, dtype=torch.bool).scatter_(1, idx, True)
+    x = to_uint8(torch.rand(1, 1, h, h) + 0.01, torch.zeros(1, 1, 1, 1), torch.ones(1, 1, 1, 1), pm, p).float()
+    for a in range(len(aug)):
+        xa = patchify(Augment.apply(x, aug.pixel_src[a]), p)
+        dst = aug.patch_dst[a][idx]
+        live = torch.zeros(1, 49, dtype=torch.bool).scatter_(1, dst, True)
+        assert (xa[~live] == 0).all() and (xa[live].abs().sum(-1) > 0).all()
+
+
+# ---------------------------------------------------------------- schedules
+def test_smi_public_default_counts_on_196_patches():
+    counts = SMI().active_counts(196, 400)
+    assert counts[0] == 196 and counts[49] == 196
+    assert set(counts[50:100]) == {137} and set(counts[100:200]) == {95}
+    assert set(counts[200:300]) == {66} and set(counts[300:]) == {46}
+
+
+def test_smi_run_follows_the_public_default_and_keeps_the_optimised_set():
+    teacher = _teacher_196()
+    final = {}
+    pool = invert(teacher, SMI(), _cfg(iterations=310, batch=2),
+                  callback=lambda t, x, emitted: final.setdefault("idx", emitted[0].clone()) if t == 310 else None)
+    c = pool["ledger"]["active_tokens"]
+    assert len(c) == 310
+    assert c[:50] == [196] * 50 and c[50:100] == [137] * 50 and c[100:200] == [95] * 100
+    assert c[200:300] == [66] * 100 and c[300:] == [46] * 10
+    masks = pool["masks"]
+    assert masks.shape == (2, 196) and (masks.sum(1) == 46).all()
+    expect = torch.zeros(2, 196, dtype=torch.bool).scatter_(1, final["idx"], True)
+    assert torch.equal(masks, expect)
+
+
+def test_matched_and_scaled_smi():
+    assert [round(matched_ratio(v), 3) for v in (2, 4, 7)] == [0.159, 0.293, 0.385]
+    assert scaled_prune_at(4000) == [50, 100, 200, 300]
+    assert scaled_prune_at(400) == [5, 10, 20, 30]
+    s = scaled_prune_at(20)
+    assert s == sorted(set(s)) and all(0 < p < 20 for p in s)
+
+
+def test_dmi_keeps_every_patch():
+    pool = invert(_teacher(), DMI(), _cfg())
+    assert pool["masks"].all() and pool["masks"].shape == (8, 49)
+    assert pool["ledger"]["active_tokens"] == [49] * 14
+    assert (pool["stage"] == 0).all() and torch.equal(pool["trajectory"], torch.arange(8))
+
+
+@pytest.mark.parametrize("v,score", [(2, "cls_attn"), (4, "cls_attn"), (7, "cls_attn"), (4, "random"), (1, "cls_attn")])
+def test_pri_invariants(v, score):
+    teacher = _teacher()
+    n, T, trajectories = 49, 15, 3
+    snaps = {}
+
+    def grab(t, x, emitted):
+        snaps[t] = x.clone()
+
+    inv = Inverter(teacher, PRI(v, score=score), _cfg(iterations=T, batch=trajectories * v + (v - 1)))
+    assert inv.trajectories == trajectories  # batch counts output images: trajectories = batch // v
+    pool = inv.run(callback=grab)
+    M = trajectories * v
+    assert pool["images"].shape == (M, 1, 28, 28) and pool["images"].dtype == torch.uint8
+    assert pool["masks"].shape == (M, n) and pool["masks"].dtype == torch.bool
+    for name in ("labels", "trajectory", "stage"):
+        assert pool[name].dtype == torch.int64 and pool[name].shape == (M,)
+    interval = T // v
+    detach_at = [k * interval for k in range(1, v + 1)]
+    assert sorted(snaps) == detach_at
+    counts = pool["ledger"]["active_tokens"]
+    assert len(counts) == T and counts[detach_at[-1]:] == [0] * (T - detach_at[-1])
+    expected_sizes = [n // v] * (v - 1) + [n - (v - 1) * (n // v)]
+    mean, std = torch.tensor(teacher.mean).view(1, -1, 1, 1), torch.tensor(teacher.std).view(1, -1, 1, 1)
+    for b in range(trajectories):
+        rows = (pool["trajectory"] == b).nonzero().flatten()
+        assert len(rows) == v
+        assert pool["stage"][rows].tolist() == list(range(v))
+        assert len(set(pool["labels"][rows].tolist())) == 1
+        m = pool["masks"][rows]
+        assert m.sum(1).tolist() == expected_sizes
+        assert (m.sum(0) == 1).all()  # pairwise disjoint, union = all N patches
+        for s, r in enumerate(rows):
+            x_at = snaps[detach_at[s]][b: b + 1]
+            want = to_uint8(x_at, mean, std, m[s: s + 1], 4)
+            assert torch.equal(pool["images"][r: r + 1], want)  # kept pixels as at t_k, 0 elsewhere
+            off = patchify(pool["images"][r: r + 1].float(), 4)[0][~m[s]]
+            assert (off == 0).all()
+    # ranked counts agree with the analytic schedule
+    assert counts == PRI(v).active_counts(n, T)
+
+
+def test_pri_cls_attn_picks_differ_from_random():
+    a = invert(_teacher(), PRI(4), _cfg(batch=8))
+    b = invert(_teacher(), PRI(4, score="random"), _cfg(batch=8))
+    assert not torch.equal(a["masks"], b["masks"])
+
+
+def test_same_seed_gives_bit_identical_pool_and_other_seed_differs():
+    runs = [invert(_teacher(), make_schedule("pri", v=4), _cfg(batch=8, seed=s)) for s in (3, 3, 4)]
+    for k in ("images", "masks", "labels", "trajectory", "stage"):
+        assert torch.equal(runs[0][k], runs[1][k])
+    assert not torch.equal(runs[0]["images"], runs[2]["images"])
+
+
+def test_teacher_is_frozen_and_labels_balanced():
+    teacher = _teacher()
+    pool = invert(teacher, DMI(), _cfg(batch=20))
+    assert all(p.grad is None and not p.requires_grad for p in teacher.model.parameters())
+    counts = torch.bincount(pool["labels"], minlength=10)
+    assert counts.max() - counts.min() <= 1
+
+
+def test_inversion_raises_teacher_confidence_in_the_target():
+    """Loss goes down: after inversion the teacher classifies the (dense) images as their labels."""
+    teacher = _teacher()
+    pool = invert(teacher, DMI(), _cfg(iterations=40, batch=10))
+    x = (pool["images"].float() / 255 - 0.5) / 0.5
+    with torch.no_grad():
+        pred = teacher.model(x).argmax(1)
+    assert (pred == pool["labels"]).float().mean() >= 0.9
+
+
+def test_ledger_contents():
+    pool = invert(_teacher(), make_schedule("smi", prune_at=[3, 6], prune_ratio=[0.5, 0.5]), _cfg(iterations=10))
+    led = pool["ledger"]
+    for key in ("method", "prune_at", "prune_ratio", "score", "iterations", "active_tokens", "images_out",
+                "wall_seconds", "peak_memory_mb", "device", "torch", "timm", "dtype", "seed", "teacher"):
+        assert key in led, key
+    assert led["teacher"]["sha256"] == "random-init"
+    assert led["active_tokens"] == [49] * 3 + [24] * 3 + [12] * 4
+    assert led["images_out"] == 8 and led["wall_seconds"] > 0
