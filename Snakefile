@@ -1,0 +1,38 @@
+# pri: data-free model inversion of Vision Transformers (DMI, SMI, PRI), end to end.
+#
+#   snakemake --cores all                                   the embedded default (CPU, minutes)
+#   snakemake --configfile config/paper.yaml --profile workflow/profiles/slurm   paper scale
+#   snakemake --report report.html                          the report (also written after a run)
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+# The default configuration is read only when no --configfile names another one, so that a
+# paper-scale config is not merged with the default's teachers.
+if "teachers" not in config:
+
+    configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/teacher.smk"
+include: "workflow/rules/invert.smk"
+include: "workflow/rules/distill.smk"
+include: "workflow/rules/efficiency.smk"
+include: "workflow/rules/analysis.smk"
+
+
+report: "workflow/report/workflow.rst"
+
+
+rule all:
+    input:
+        final_targets(),
+    default_target: True
+
+
+onsuccess:
+    write_report_after_run()

@@ -1,0 +1,1 @@
+"""From a run's results to tidy CSVs, tables, plots and claim verdicts."""

@@ -1,0 +1,101 @@
+"""Read the results of a run into tidy tables (one row per observation)."""
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import pandas as pd
+import torch
+
+_DISTILL = re.compile(r"distill/(?P<teacher>[^/]+)/(?P<tag>[^/]+)/seed(?P<seed>\d+)\.json$")
+_POOL = re.compile(r"pools/(?P<teacher>[^/]+)/(?P<tag>[^/]+)/seed(?P<seed>\d+)\.pt$")
+
+
+def _read(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _pct(x):
+    return None if x is None else 100.0 * float(x)
+
+
+def teachers(paths) -> pd.DataFrame:
+    rows = []
+    for p in paths:
+        m = _read(p)
+        rec = m.get("recipe") or m.get("provenance", {}).get("recipe") or {}
+        rows.append({
+            "teacher": os.path.basename(os.path.dirname(p)),
+            "model": m.get("model") or m.get("arch"),
+            "dataset": m.get("dataset") or rec.get("dataset"),
+            "obtained": m.get("mode") or ("loaded" if m.get("loaded_from") else "trained"),
+            "sha256": m.get("sha256"),
+            "top1_pct": _pct(m.get("top1")),
+            "train_seconds": m.get("train_seconds"),
+            "recipe": json.dumps(rec, sort_keys=True) if rec else "",
+        })
+    return pd.DataFrame(rows)
+
+
+def distill(paths, specs: dict) -> pd.DataFrame:
+    rows = []
+    for p in paths:
+        key = _DISTILL.search(p.replace(os.sep, "/"))
+        m = _read(p)
+        tag = key["tag"]
+        spec = specs.get(tag, {})
+        conf = m.get("confidence") or {}
+        rows.append({
+            "teacher": key["teacher"], "tag": tag, "seed": int(key["seed"]),
+            "family": spec.get("family", tag), "v": spec.get("v"),
+            "nominal_sparsity": spec.get("nominal_sparsity"),
+            "top1_pct": _pct(m.get("top1")), "top1_best_pct": _pct(m.get("top1_best")),
+            "confidence_distance": conf.get("wasserstein") if isinstance(conf, dict) else None,
+            "synthetic_confidence_mean": conf.get("synthetic_mean") if isinstance(conf, dict) else None,
+            "real_confidence_mean": conf.get("real_mean") if isinstance(conf, dict) else None,
+            "images": m.get("images"), "kd_steps": m.get("steps"),
+            "student": m.get("student", {}).get("name") if isinstance(m.get("student"), dict) else m.get("student"),
+            "device": m.get("device"), "wall_seconds": m.get("wall_seconds"),
+        })
+    return pd.DataFrame(rows)
+
+
+def pools(paths):
+    """Per-pool summary rows, the active-token curves, and the pools themselves (first seed)."""
+    rows, curves, first = [], [], {}
+    for p in paths:
+        key = _POOL.search(p.replace(os.sep, "/"))
+        pool = torch.load(p, weights_only=True)
+        led = pool["ledger"]
+        kept = pool["masks"].float().mean(1)
+        rows.append({
+            "teacher": key["teacher"], "tag": key["tag"], "seed": int(key["seed"]),
+            "images": int(pool["images"].shape[0]), "kept_fraction": float(kept.mean()),
+            "sparsity": 1.0 - float(kept.mean()), "inversion_seconds": led.get("wall_seconds"),
+            "seconds_per_image": led.get("seconds_per_image"), "device": led.get("device"),
+            "torch": led.get("torch"), "timm": led.get("timm"), "teacher_sha256": led.get("teacher", {}).get("sha256"),
+            "num_classes": led.get("teacher", {}).get("num_classes"),
+        })
+        if int(key["seed"]) == min(int(_POOL.search(q.replace(os.sep, "/"))["seed"]) for q in paths
+                                   if _POOL.search(q.replace(os.sep, "/"))["tag"] == key["tag"]):
+            first.setdefault(key["teacher"], {})[key["tag"]] = pool
+            counts = led["active_tokens"]
+            curves.append(pd.DataFrame({"source": f"{key['teacher']} (T={len(counts)})", "tag": key["tag"],
+                                        "iteration": range(len(counts)), "active_tokens": counts}))
+    return pd.DataFrame(rows), (pd.concat(curves) if curves else pd.DataFrame()), first
+
+
+def efficiency(paths):
+    """Cost/fvcore rows, timing rows and Theorem 1 rows from the efficiency JSONs."""
+    flops, times, theorem = [], [], []
+    for p in paths:
+        m = _read(p)
+        model = m.get("model") or os.path.basename(os.path.dirname(p))
+        for r in m.get("rows", []):
+            r = {"model": model, **r}
+            (times if "seconds_per_image" in r else flops).append(r)
+        for r in m.get("theorem1", []):
+            theorem.append({"model": model, **r})
+    return pd.DataFrame(flops), pd.DataFrame(times), pd.DataFrame(theorem)

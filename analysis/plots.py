@@ -1,0 +1,155 @@
+"""Plots for report.html (matplotlib Agg + seaborn). A plot with no data says why."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+FAMILY_ORDER = ["DMI", "SMI (default)", "SMI (matched)", "PRI", "PRI (random)"]
+
+
+def _empty(path, title, why):
+    fig, ax = plt.subplots(figsize=(6, 2))
+    ax.axis("off")
+    ax.text(0.5, 0.5, f"{title}\n\nnot run: {why}", ha="center", va="center", wrap=True)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def accuracy_vs_sparsity(acc: pd.DataFrame, pools: pd.DataFrame, teachers: pd.DataFrame, path, why=""):
+    if acc.empty:
+        return _empty(path, "Accuracy vs sparsity", why or "no distillation results")
+    sp = pools.groupby(["teacher", "tag"])["sparsity"].mean().rename("sparsity").reset_index()
+    df = acc.merge(sp, on=["teacher", "tag"], how="left")
+    df["sparsity_pct"] = 100 * df["sparsity"]
+    ts = sorted(df.teacher.unique())
+    fig, axes = plt.subplots(1, len(ts), figsize=(6.5 * len(ts), 4.5), squeeze=False)
+    for ax, t in zip(axes[0], ts):
+        d = df[df.teacher == t]
+        hue_order = [f for f in FAMILY_ORDER if f in set(d.family)]
+        sns.lineplot(data=d, x="sparsity_pct", y="top1_pct", hue="family", hue_order=hue_order, style="family",
+                     markers=True, dashes=False, err_style="bars", errorbar="sd", ax=ax)
+        row = teachers[teachers.teacher == t]
+        if not row.empty and pd.notna(row.iloc[0]["top1_pct"]):
+            ax.axhline(row.iloc[0]["top1_pct"], ls="--", c="grey", lw=1, label="teacher")
+        nc = pools[pools.teacher == t]["num_classes"].dropna()
+        if not nc.empty:
+            ax.axhline(100.0 / float(nc.iloc[0]), ls=":", c="red", lw=1, label="chance")
+        ax.set(xlabel="patches removed per synthetic image (%)", ylabel="student top-1 (%)", title=f"teacher {t}")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _to_rgb(img):
+    x = img.float() / 255.0
+    if x.shape[0] == 1:
+        x = x.repeat(3, 1, 1)
+    return x.permute(1, 2, 0).numpy()
+
+
+def synthetic_grid(first: dict, path, per_method=8, why=""):
+    if not first:
+        return _empty(path, "Synthetic images", why or "no pools")
+    teacher = sorted(first)[0]
+    pools = first[teacher]
+    tags = list(pools)
+    fig, axes = plt.subplots(len(tags), per_method, figsize=(1.2 * per_method, 1.3 * len(tags)), squeeze=False)
+    for r, tag in enumerate(tags):
+        p = pools[tag]
+        order = np.argsort(p["labels"].numpy(), kind="stable")
+        pick = [order[i] for i in np.linspace(0, len(order) - 1, per_method).astype(int)]
+        for c, i in enumerate(pick):
+            ax = axes[r][c]
+            ax.imshow(_to_rgb(p["images"][i]), interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if c == 0:
+                ax.set_ylabel(tag, rotation=0, ha="right", va="center", fontsize=8)
+            ax.set_title(f"y={int(p['labels'][i])}", fontsize=6)
+    fig.suptitle(f"teacher {teacher}, first seed", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def pri_stages(first: dict, path, rows=4, why=""):
+    cands = [(t, tag) for t in sorted(first) for tag in first[t] if tag.startswith("pri_v")]
+    if not cands:
+        return _empty(path, "PRI stages", why or "no PRI pools")
+    t, tag = max(cands, key=lambda c: int(c[1].split("_v")[-1]))
+    p = first[t][tag]
+    v = int(p["stage"].max()) + 1
+    trajs = sorted(set(p["trajectory"].tolist()))[:rows]
+    fig, axes = plt.subplots(len(trajs), v + 1, figsize=(1.3 * (v + 1), 1.4 * len(trajs)), squeeze=False)
+    for r, b in enumerate(trajs):
+        idx = (p["trajectory"] == b).nonzero().flatten()
+        union = p["images"][idx].sum(0).clamp(max=255).to(p["images"].dtype)
+        for c in range(v + 1):
+            ax = axes[r][c]
+            img = p["images"][idx[c]] if c < v else union
+            ax.imshow(_to_rgb(img), interpolation="nearest")
+            ax.set_xticks([]), ax.set_yticks([])
+            if r == 0:
+                ax.set_title(f"stage {c + 1}" if c < v else "union", fontsize=7)
+    fig.suptitle(f"{tag}, teacher {t}: {v} sparse images per trajectory", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def flops_bars(flops: pd.DataFrame, path, why=""):
+    if flops.empty:
+        return _empty(path, "MACs per generated image", why or "no efficiency results")
+    col = "fvcore_macs_per_image" if "fvcore_macs_per_image" in flops else "cost_macs_per_image"
+    d = flops.assign(gmac=flops[col] / 1e9)
+    g = sns.catplot(data=d, x="tag", y="gmac", col="model", kind="bar", sharey=False, height=3.5, aspect=1.3)
+    g.set_axis_labels("", "GMAC per generated image (inversion)")
+    for ax in g.axes.flat:
+        ax.tick_params(axis="x", rotation=60, labelsize=7)
+    g.savefig(path, dpi=110)
+    plt.close(g.figure)
+
+
+def speedup(flops: pd.DataFrame, times: pd.DataFrame, path, why=""):
+    if times.empty or flops.empty:
+        return _empty(path, "Speedup over DMI", why or "no timing results")
+    rows = []
+    for model, g in times.groupby("model"):
+        t = g.set_index("tag")["seconds_per_image"]
+        f = flops[flops.model == model].set_index("tag")["cost_macs_per_image"]
+        if "dmi" not in t or "dmi" not in f:
+            continue
+        for tag in t.index:
+            rows.append({"model": model, "tag": tag, "kind": "measured", "speedup": t["dmi"] / t[tag]})
+            if tag in f:
+                rows.append({"model": model, "tag": tag, "kind": "cost model", "speedup": f["dmi"] / f[tag]})
+    if not rows:
+        return _empty(path, "Speedup over DMI", "no DMI reference")
+    d = pd.DataFrame(rows)
+    g = sns.catplot(data=d, x="tag", y="speedup", hue="kind", col="model", kind="bar", height=3.5, aspect=1.3)
+    g.set_axis_labels("", "speedup over DMI per image")
+    for ax in g.axes.flat:
+        ax.tick_params(axis="x", rotation=60, labelsize=7)
+    g.savefig(path, dpi=110)
+    plt.close(g.figure)
+
+
+def active_tokens(curves: pd.DataFrame, eff_curves: pd.DataFrame, path, why=""):
+    frames = [c for c in (curves, eff_curves) if not c.empty]
+    if not frames:
+        return _empty(path, "Active tokens", why or "no schedules")
+    d = pd.concat(frames)
+    srcs = list(d.source.unique())
+    fig, axes = plt.subplots(1, len(srcs), figsize=(6 * len(srcs), 3.8), squeeze=False)
+    for ax, s in zip(axes[0], srcs):
+        sns.lineplot(data=d[d.source == s], x="iteration", y="active_tokens", hue="tag", ax=ax, lw=1.2)
+        ax.set(title=s, ylabel="active patch tokens")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,115 @@
+# Shared definitions: run folder, method tags, the preflight check of inputs, targets.
+import json
+import os
+import shlex
+import subprocess
+import sys
+
+from pri.sweep import cli_args, method_specs
+
+RUN = config["run"]
+R = f"results/{RUN}"
+INV = config["inversion"]
+DIS = config["distill"]
+EFF = config["efficiency"]
+SPECS = method_specs(INV["methods"], INV["iterations"])
+TAGS = list(SPECS)
+SEEDS = [int(s) for s in INV["seeds"]]
+TEACHERS = config["teachers"]
+
+
+def _missing_for_teacher(tid, t):
+    """[(config key, what is missing and how to get it)] for one teacher's accuracy track."""
+    from pri.data import load_dataset
+    from pri.errors import PriError
+    from pri.models import known_model
+
+    key = f"teachers.{tid}"
+    out = []
+    if not known_model(t["model"]):
+        raise WorkflowError(f"config key {key}.model: unknown model {t['model']!r} (a timm ViT name or one "
+                            "of the suite's small ViTs)")
+    if t.get("checkpoint") and not os.path.isfile(t["checkpoint"]):
+        out.append((f"{key}.checkpoint", f"file not found: {t['checkpoint']}"))
+    if not t.get("checkpoint") and t.get("init_checkpoint") and not os.path.isfile(t["init_checkpoint"]):
+        out.append((f"{key}.init_checkpoint", f"file not found: {t['init_checkpoint']}"))
+    if not t.get("checkpoint") and not t.get("init_checkpoint") and t["model"].startswith(("deit", "vit_base", "vit_small", "vit_large")):
+        out.append((f"{key}.checkpoint", f"no trained {t['model']} given: set {key}.checkpoint to a trained "
+                    f"teacher, or {key}.init_checkpoint to ImageNet weights to fine-tune from"))
+    try:
+        load_dataset(t["dataset"], t.get("data_root"), split="test", option=f"{key}.data_root")
+    except PriError as e:
+        out.append((f"{key}.data_root", e.message))
+    return out
+
+
+def preflight():
+    """Teachers whose accuracy track can run, and what is missing for the others."""
+    ok, missing = [], []
+    for tid, t in TEACHERS.items():
+        m = _missing_for_teacher(tid, t)
+        if m:
+            missing += [{"teacher": tid, "key": k, "reason": r} for k, r in m]
+        else:
+            ok.append(tid)
+    if missing:
+        lines = "\n".join(f"  - config key {m['key']}: {m['reason']}" for m in missing)
+        if config["on_missing"] == "stop":
+            raise WorkflowError(f"missing inputs, nothing was run:\n{lines}\n"
+                                "Fix the keys above, or set on_missing: skip to run what does not need them.")
+        print(f"pri: the accuracy track is skipped for {sorted({m['teacher'] for m in missing})}:\n{lines}\n"
+              "The efficiency track needs no weights and runs; report.html lists what was skipped.",
+              file=sys.stderr)
+    return ok, missing
+
+
+ACTIVE_TEACHERS, MISSING = preflight()
+
+
+def teacher_ckpt(w):
+    return f"{R}/teachers/{w.teacher}/teacher.pt"
+
+
+def pool_path(teacher, tag, seed):
+    return f"{R}/pools/{teacher}/{tag}/seed{seed}.pt"
+
+
+def distill_path(teacher, tag, seed):
+    return f"{R}/distill/{teacher}/{tag}/seed{seed}.json"
+
+
+def accuracy_targets():
+    return [distill_path(t, tag, s) for t in ACTIVE_TEACHERS for tag in TAGS for s in SEEDS]
+
+
+def efficiency_targets():
+    if not EFF["enabled"]:
+        return []
+    out = []
+    for m in EFF["models"]:
+        out += [f"{R}/efficiency/{m}/flops.json", f"{R}/efficiency/{m}/time.json"]
+    return out
+
+
+def final_targets():
+    return [f"{R}/analysis/claims.csv"]
+
+
+def device_args():
+    return f"--device {config['device']}"
+
+
+def write_report_after_run():
+    """Write report.html after a successful run (snakemake --report, on the same config)."""
+    if os.environ.get("PRI_NO_REPORT") or "--report" in sys.argv or "-n" in sys.argv or "--dry-run" in sys.argv:
+        return
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", workflow.main_snakefile, "--report", "report.html",
+           "--nolock", "--cores", "1"]
+    for cf in workflow.config_settings.configfiles or []:
+        cmd += ["--configfile", str(cf)]
+    logger.info("pri: writing report.html")
+    r = subprocess.run(cmd, env={**os.environ, "PRI_NO_REPORT": "1"}, capture_output=True, text=True)
+    if r.returncode != 0:
+        logger.warning(f"pri: report.html could not be written:\n{r.stderr[-2000:]}")
+    else:
+        logger.info("pri: report.html written")
