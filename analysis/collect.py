@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 _DISTILL = re.compile(r"distill/(?P<teacher>[^/]+)/(?P<tag>[^/]+)/seed(?P<seed>\d+)\.json$")
-_POOL = re.compile(r"pools/(?P<teacher>[^/]+)/(?P<tag>[^/]+)/seed(?P<seed>\d+)\.pt$")
+_POOL = re.compile(r"pools/(?P<teacher>[^/]+)/(?P<tag>[^/]+)/seed(?P<seed>\d+)/batch(?P<batch>\d+)\.pt$")
 
 
 def _read(path):
@@ -64,22 +64,22 @@ def distill(paths, specs: dict) -> pd.DataFrame:
 
 def pools(paths):
     """Per-pool summary rows, the active-token curves, and the pools themselves (first seed)."""
-    rows, curves, first = [], [], {}
-    for p in paths:
+    rows, curves, first, seen = [], [], {}, set()
+    for p in sorted(paths):
         key = _POOL.search(p.replace(os.sep, "/"))
         pool = torch.load(p, weights_only=True)
         led = pool["ledger"]
         kept = pool["masks"].float().mean(1)
         rows.append({
-            "teacher": key["teacher"], "tag": key["tag"], "seed": int(key["seed"]),
+            "teacher": key["teacher"], "tag": key["tag"], "seed": int(key["seed"]), "batch": int(key["batch"]),
             "images": int(pool["images"].shape[0]), "kept_fraction": float(kept.mean()),
             "sparsity": 1.0 - float(kept.mean()), "inversion_seconds": led.get("wall_seconds"),
             "seconds_per_image": led.get("seconds_per_image"), "device": led.get("device"),
             "torch": led.get("torch"), "timm": led.get("timm"), "teacher_sha256": led.get("teacher", {}).get("sha256"),
             "num_classes": led.get("teacher", {}).get("num_classes"),
         })
-        if int(key["seed"]) == min(int(_POOL.search(q.replace(os.sep, "/"))["seed"]) for q in paths
-                                   if _POOL.search(q.replace(os.sep, "/"))["tag"] == key["tag"]):
+        if (key["teacher"], key["tag"]) not in seen:
+            seen.add((key["teacher"], key["tag"]))
             first.setdefault(key["teacher"], {})[key["tag"]] = pool
             counts = led["active_tokens"]
             curves.append(pd.DataFrame({"source": f"{key['teacher']} (T={len(counts)})", "tag": key["tag"],

@@ -29,7 +29,7 @@ rule analysis:
     input:
         teachers=expand(f"{R}/teachers/{{t}}/teacher.json", t=ACTIVE_TEACHERS),
         distill=accuracy_targets(),
-        pools=[pool_path(t, tag, s) for t in ACTIVE_TEACHERS for tag in TAGS for s in SEEDS],
+        pools=all_pools(),
         efficiency=efficiency_targets(),
     output:
         claims=f"{R}/analysis/claims.csv",

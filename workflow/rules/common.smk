@@ -36,6 +36,10 @@ def _missing_for_teacher(tid, t):
     if not t.get("checkpoint") and not t.get("init_checkpoint") and t["model"].startswith(("deit", "vit_base", "vit_small", "vit_large")):
         out.append((f"{key}.checkpoint", f"no trained {t['model']} given: set {key}.checkpoint to a trained "
                     f"teacher, or {key}.init_checkpoint to ImageNet weights to fine-tune from"))
+    student_ckpt = t.get("student_checkpoint") or DIS.get("student_checkpoint")
+    if student_ckpt and not os.path.isfile(student_ckpt):
+        key_s = f"{key}.student_checkpoint" if t.get("student_checkpoint") else "distill.student_checkpoint"
+        out.append((key_s, f"file not found: {student_ckpt}"))
     try:
         load_dataset(t["dataset"], t.get("data_root"), split="test", option=f"{key}.data_root")
     except PriError as e:
@@ -70,8 +74,16 @@ def teacher_ckpt(w):
     return f"{R}/teachers/{w.teacher}/teacher.pt"
 
 
-def pool_path(teacher, tag, seed):
-    return f"{R}/pools/{teacher}/{tag}/seed{seed}.pt"
+def pool_path(teacher, tag, seed, batch):
+    return f"{R}/pools/{teacher}/{tag}/seed{seed}/batch{batch}.pt"
+
+
+def pools_of(teacher, tag, seed):
+    return [pool_path(teacher, tag, seed, b) for b in range(INV["batches"])]
+
+
+def all_pools():
+    return [p for t in ACTIVE_TEACHERS for tag in TAGS for s in SEEDS for p in pools_of(t, tag, s)]
 
 
 def distill_path(teacher, tag, seed):

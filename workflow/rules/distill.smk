@@ -3,12 +3,14 @@
 
 def distill_args(w):
     t = TEACHERS[w.teacher]
-    args = [f"--dataset {t['dataset']}", f"--student {DIS['student']}", f"--images {DIS['images']}",
+    student = t.get("student") or DIS["student"]
+    student_ckpt = t.get("student_checkpoint") or DIS.get("student_checkpoint")
+    args = [f"--dataset {t['dataset']}", f"--student {student}", f"--images {DIS['images']}",
             f"--steps {DIS['steps']}", f"--batch {DIS['batch']}"]
     if t.get("data_root"):
         args.append(f"--data-root {shlex.quote(t['data_root'])}")
-    if DIS.get("student_checkpoint"):
-        args.append(f"--student-checkpoint {shlex.quote(DIS['student_checkpoint'])}")
+    if student_ckpt:
+        args.append(f"--student-checkpoint {shlex.quote(student_ckpt)}")
     if DIS.get("head_only"):
         args.append("--head-only")
     if DIS.get("extra_args"):
@@ -18,7 +20,7 @@ def distill_args(w):
 
 rule distill:
     input:
-        pool=f"{R}/pools/{{teacher}}/{{tag}}/seed{{seed}}.pt",
+        pools=lambda w: pools_of(w.teacher, w.tag, w.seed),
         teacher=teacher_ckpt,
     output:
         metrics=f"{R}/distill/{{teacher}}/{{tag}}/seed{{seed}}.json",
@@ -33,5 +35,5 @@ rule distill:
         device=device_args(),
     threads: config["threads"]
     shell:
-        "pri distill --pool {input.pool} --teacher {input.teacher} --teacher-model {params.model} {params.args} "
+        "pri distill --pool {input.pools} --teacher {input.teacher} --teacher-model {params.model} {params.args} "
         "--seed {wildcards.seed} {params.device} --threads {threads} --out {output.metrics} > {log} 2>&1"
