@@ -150,14 +150,23 @@ class Stage:
         elif inv.use_graphs and self.steps >= inv.cfg.graph_warmup:
             self._capture()
             self.graph.replay()
+        elif inv.use_graphs:
+            # eager warm-up steps run on a side stream, as graph capture requires
+            side = torch.cuda.Stream(inv.device)
+            side.wait_stream(torch.cuda.current_stream(inv.device))
+            with torch.cuda.stream(side):
+                inv.opt.zero_grad(set_to_none=False)
+                self._body()
+            torch.cuda.current_stream(inv.device).wait_stream(side)
         else:
             inv.opt.zero_grad(set_to_none=False)
             self._body()
         self.steps += 1
 
     def _capture(self):
+        """Record this stage's whole step (augment, forward, loss, backward, Adam, clamp) once."""
         inv = self.inv
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(inv.device)
         inv.opt.zero_grad(set_to_none=True)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
@@ -204,7 +213,8 @@ class Inverter:
 
     def autocast(self):
         if self.cfg.dtype == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+            # the weight-cast cache must be off when a step is captured as a CUDA graph
+            return torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=not self.use_graphs)
         return torch.autocast(self.device.type, enabled=False)
 
     def sample_combo(self) -> int:

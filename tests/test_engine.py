@@ -187,3 +187,20 @@ def test_ledger_contents():
     assert led["teacher"]["sha256"] == "random-init"
     assert led["active_tokens"] == [49] * 3 + [24] * 3 + [12] * 4
     assert led["images_out"] == 8 and led["wall_seconds"] > 0
+
+
+def test_bf16_autocast_keeps_the_invariants():
+    pool = invert(_teacher(), PRI(4), _cfg(batch=8, dtype="bf16"))
+    assert pool["ledger"]["dtype"] == "bf16"
+    m = pool["masks"].view(2, 4, 49)
+    assert (m.sum(1) == 1).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: CUDA-graph capture of each stage")
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_cuda_graph_stages_match_the_eager_loop(dtype):
+    pools = [invert(_teacher(), PRI(4), _cfg(batch=16, iterations=24, device="cuda", dtype=dtype, graphs=g))
+             for g in ("auto", "off")]
+    assert pools[0]["ledger"]["cuda_graphs"] and not pools[1]["ledger"]["cuda_graphs"]
+    assert torch.equal(pools[0]["masks"], pools[1]["masks"])
+    assert (pools[0]["images"].int() - pools[1]["images"].int()).abs().max() <= 1
