@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import PriError
+from .io import progress
 from .models import Teacher
 from .schedules import Schedule
 from .vit import grid_size, num_patches, patch_size, sparse_forward
@@ -264,7 +265,7 @@ class Inverter:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         stage = Stage(self, active)
-        bar = _progress(run_len, cfg.progress, f"{sched.method} invert")
+        bar = progress(run_len, cfg.progress, f"{sched.method} invert", unit="it")
         self.sync()
         t0 = time.perf_counter()
         for t in range(run_len):
@@ -337,12 +338,6 @@ class Inverter:
             "teacher": dict(self.teacher.provenance),
             **versions(),
         }
-
-
-def _progress(total, enabled, desc):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, disable=not enabled, desc=desc, mininterval=1.0, unit="it", dynamic_ncols=True)
 
 
 def invert(teacher: Teacher, schedule: Schedule, cfg: InversionConfig, callback=None) -> dict:

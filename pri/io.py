@@ -55,3 +55,16 @@ def device_name(device: torch.device) -> str:
     import platform
 
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def progress(total, enabled=True, desc=None, **kw):
+    """A tqdm progress bar. On a terminal it refreshes every second; in a log file (a workflow
+    rule) it writes a line every TQDM_MININTERVAL seconds (default 15) so logs stay readable."""
+    import os
+    import sys
+
+    from tqdm.auto import tqdm
+
+    every = float(os.environ.get("TQDM_MININTERVAL", 1.0 if sys.stderr.isatty() else 15.0))
+    kw.setdefault("dynamic_ncols", True)
+    return tqdm(total=total, disable=not enabled, desc=desc, mininterval=every, **kw)

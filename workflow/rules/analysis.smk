@@ -43,6 +43,6 @@ rule analysis:
         claims=lambda w: shlex.quote(json.dumps(config["claims"])),
     threads: 1
     shell:
-        "python -m analysis --out {R}/analysis --specs {params.specs} --missing {params.missing} "
+        "{PY} -m analysis --out {R}/analysis --specs {params.specs} --missing {params.missing} "
         "--claims-config {params.claims} --teachers {input.teachers} --distill {input.distill} "
         "--pools {input.pools} --efficiency {input.efficiency} > {log} 2>&1"

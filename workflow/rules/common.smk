@@ -16,6 +16,9 @@ SPECS = method_specs(INV["methods"], INV["iterations"])
 TAGS = list(SPECS)
 SEEDS = [int(s) for s in INV["seeds"]]
 TEACHERS = config["teachers"]
+# The suite's commands run with the Python that runs Snakemake, so no PATH set-up is needed.
+PY = shlex.quote(sys.executable)
+PRI = f"{PY} -m pri"
 
 
 def _missing_for_teacher(tid, t):
@@ -113,8 +116,8 @@ def device_args():
 
 def write_report_after_run():
     """Write report.html after a successful run (snakemake --report, on the same config)."""
-    if os.environ.get("PRI_NO_REPORT") or "--report" in sys.argv or "-n" in sys.argv or "--dry-run" in sys.argv:
-        return
+    if os.environ.get("PRI_NO_REPORT") or not all(os.path.exists(f) for f in final_targets()):
+        return  # a partial run (--until, a single target) or a report run itself
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", workflow.main_snakefile, "--report", "report.html",
            "--nolock", "--cores", "1"]
     for cf in workflow.config_settings.configfiles or []:

@@ -35,5 +35,5 @@ rule distill:
         device=device_args(),
     threads: config["threads"]
     shell:
-        "pri distill --pool {input.pools} --teacher {input.teacher} --teacher-model {params.model} {params.args} "
+        "{PRI} distill --pool {input.pools} --teacher {input.teacher} --teacher-model {params.model} {params.args} "
         "--seed {wildcards.seed} {params.device} --threads {threads} --out {output.metrics} > {log} 2>&1"

@@ -20,7 +20,7 @@ rule efficiency_flops:
         sweep=lambda w: shlex.quote(sweep_json()),
     threads: 1
     shell:
-        "pri efficiency --model {wildcards.model} --img-size " + str(EFF["img_size"]) + " "
+        "{PRI} efficiency --model {wildcards.model} --img-size " + str(EFF["img_size"]) + " "
         f"--iterations {EFF['iterations']} --batch {EFF['batch']} "
         "--sweep {params.sweep} --what flops --out {output} > {log} 2>&1"
 
@@ -37,7 +37,7 @@ rule efficiency_time:
     resources:
         gpu=1,
     shell:
-        "pri efficiency --model {wildcards.model} --img-size " + str(EFF["img_size"]) + " "
+        "{PRI} efficiency --model {wildcards.model} --img-size " + str(EFF["img_size"]) + " "
         f"--iterations {EFF['iterations']} --batch {EFF['batch']} --mode {EFF['mode']} "
         f"--steps {EFF['steps']} --warmup {EFF['warmup']} --repeats {EFF['repeats']} --dtype {EFF['dtype']} "
         "--sweep {params.sweep} --what time {params.device} --threads {threads} --out {output} > {log} 2>&1"

@@ -20,7 +20,7 @@ rule invert:
         device=device_args(),
     threads: config["threads"]
     shell:
-        "pri invert --model {params.model} --checkpoint {input.teacher} {params.schedule} "
+        "{PRI} invert --model {params.model} --checkpoint {input.teacher} {params.schedule} "
         f"--iterations {INV['iterations']} --batch {INV['images']} --lr {INV['lr']} --tv-weight {INV['tv_weight']} "
         f"--dtype {config['dtype']} "
         "--seed {params.seed} {params.device} --threads {threads} --out {output.pool} > {log} 2>&1"

@@ -33,5 +33,5 @@ rule teacher:
         device=device_args(),
     threads: workflow.cores
     shell:
-        "pri teacher {params.args} {params.device} --threads {threads} "
+        "{PRI} teacher {params.args} {params.device} --threads {threads} "
         "--out {output.ckpt} --metrics {output.metrics} > {log} 2>&1"
