@@ -3,6 +3,8 @@
 #   snakemake --cores all                                   the embedded default (CPU, minutes)
 #   snakemake --configfile config/paper.yaml --profile workflow/profiles/slurm   paper scale
 #   snakemake --report report.html                          the report (also written after a run)
+import os
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -11,10 +13,15 @@ min_version("9.0")
 # paper-scale config is not merged with the default's teachers.
 if "teachers" not in config:
 
-    configfile: "config/config.yaml"
+    configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+from pri.config import config_errors
+
+_problems = config_errors(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
+if _problems:
+    raise WorkflowError("invalid configuration, nothing was run:\n  " + "\n  ".join(_problems))
+validate(config, "workflow/schemas/config.schema.yaml")  # fills in the documented defaults
 
 
 include: "workflow/rules/common.smk"
