@@ -1,0 +1,259 @@
+"""One prepared GPU check (H200, ~6-8 minutes): paper-scale timings and CUDA-graph correctness.
+
+    bash benchmarks/gpu_check.sh            # writes everything under $OUT (default ./gpu_check_out)
+    python benchmarks/gpu_check.py --out DIR [--budget 420] [--quick]
+
+Sections, in order of value; each writes its JSON as soon as it is done, and a section is skipped
+(and says so in summary.json) when the time budget would be exceeded:
+
+1. ``env.json``: torch/timm versions, GPU name.
+2. ``correctness.json``: a captured stage gives the same pixels as the eager one (DeiT-Ti,
+   batch 16, 49 patches, fp32 and bf16, 8 steps; same seed, same active set, same augmentations),
+   and a short full PRI run (T = 40, v = 4) with graphs on and off gives the same images/masks.
+3. ``paper_<model>.json``: DeiT-Ti and DeiT-B at batch 128, bf16, T = 4000: DMI, SMI (default),
+   PRI v = 4 and v = 7, stage-sampled with CUDA graphs (``pri.efficiency.efficiency_table``:
+   analytic MACs and seconds per generated image, per-stage step times, peak memory).
+4. ``overhead_<model>.json``: graphs off vs on for one dense stage (batch 128, 196 patches) and one
+   sparse stage (18 trajectories, 28 patches, PRI v = 7's last) per model: the per-step launch
+   overhead the graphs remove.
+5. ``full_vs_sampled.json``: DeiT-Ti, T = 400, batch 128, bf16: the real loop (full mode, which
+   includes each stage's warm-up and capture) against stage-sampled, for DMI and PRI v = 7.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import traceback
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+T0 = time.perf_counter()
+# --dry-run (CPU, tiny model and sizes) checks the plumbing of this script where no GPU is
+DEV = "cuda"
+TINY, BASE = "deit_tiny_patch16_224", "deit_base_patch16_224"
+PAPER = {"iterations": 4000, "batch": 128, "dtype": "bf16", "n": 196, "small_b": 18, "small_k": 28, "short_t": 400,
+         "check_batch": 16, "check_k": 49}
+
+
+def elapsed() -> float:
+    return time.perf_counter() - T0
+
+
+def dump(out: str, name: str, obj) -> None:
+    path = os.path.join(out, name)
+    with open(path + ".part", "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
+    os.replace(path + ".part", path)
+
+
+def env_info() -> dict:
+    import platform
+
+    import timm
+
+    d = {"torch": torch.__version__, "timm": timm.__version__, "python": platform.python_version(),
+         "cuda_available": torch.cuda.is_available()}
+    if torch.cuda.is_available():
+        d.update(gpu=torch.cuda.get_device_name(0), cuda=torch.version.cuda,
+                 capability=list(torch.cuda.get_device_capability(0)))
+    return d
+
+
+def correctness(steps: int = 8) -> dict:
+    """Captured vs eager stage: same pixels after ``steps`` steps; full run graphs on vs off."""
+    from pri.engine import InversionConfig, Inverter
+    from pri.models import load_model
+    from pri.schedules import DMI, PRI
+
+    teacher = load_model(TINY)
+    res = {"stage": [], "run": []}
+    for dtype in ("fp32", "bf16"):
+        xs = {}
+        for graphs in ("auto", "off"):
+            cfg = InversionConfig(iterations=10, batch=PAPER["check_batch"], seed=3, device=DEV, dtype=dtype,
+                                  graphs=graphs, progress=False)
+            inv = Inverter(teacher, DMI(), cfg)
+            st = inv.stage_stepper(PAPER["check_k"])
+            for _ in range(steps):
+                st()
+            inv.sync()
+            xs[graphs] = (inv.x.detach().float().clone(), inv.use_graphs)
+        a, b = xs["auto"][0], xs["off"][0]
+        diff = (a - b).abs().max().item()
+        res["stage"].append({"dtype": dtype, "steps": steps, "captured": xs["auto"][1], "eager": not xs["off"][1],
+                             "max_abs_diff": diff, "bitwise_equal": bool(torch.equal(a, b)),
+                             "pass": diff <= (1e-4 if dtype == "fp32" else 2e-2)})
+    for dtype in ("fp32",):
+        pools = {}
+        for graphs in ("auto", "off"):
+            cfg = InversionConfig(iterations=40, batch=PAPER["check_batch"], seed=5, device=DEV, dtype=dtype,
+                                  graphs=graphs, progress=False)
+            pools[graphs] = Inverter(teacher, PRI(4), cfg).run()
+        pa, pb = pools["auto"], pools["off"]
+        same_masks = bool(torch.equal(pa["masks"], pb["masks"]))
+        img_diff = (pa["images"].int() - pb["images"].int()).abs()
+        res["run"].append({"dtype": dtype, "schedule": "pri_v4", "iterations": 40, "batch": PAPER["check_batch"],
+                           "masks_equal": same_masks, "images_max_abs_diff_uint8": int(img_diff.max()),
+                           "images_frac_differing": float((img_diff > 0).float().mean()),
+                           "pass": same_masks and int(img_diff.max()) <= 1})
+    res["pass"] = all(r["pass"] for r in res["stage"] + res["run"])
+    return res
+
+
+def paper(model: str, steps: int, warmup: int, repeats: int) -> dict:
+    from pri.cost import standard_schedules
+    from pri.efficiency import efficiency_table
+
+    T = PAPER["iterations"]
+    scheds = standard_schedules(PAPER["n"], T, vs=(4, 7), random=False, matched=False, ideal=False)
+    scheds = {k: scheds[k] for k in ("dmi", "smi_default", "pri_v4", "pri_v7")}
+    details: dict = {}
+    t = time.perf_counter()
+    rows = efficiency_table(model, scheds, iterations=T, batch=PAPER["batch"], what=("cost", "time"),
+                            mode="stage-sampled", steps=steps, warmup=warmup, repeats=repeats, device=DEV,
+                            dtype=PAPER["dtype"], progress=False, details=details)
+    stages = {tag: [{k: st[k] for k in ("active", "trajectories", "step_seconds", "step_samples", "peak_memory_mb",
+                                         "cuda_graphs", "iterations")}
+                    for st in details["schedules"][tag]["time"]["stages"]] for tag in scheds}
+    return {"rows": rows, "stages": stages, "seconds": time.perf_counter() - t,
+            "score_forwards": {tag: details["schedules"][tag]["time"]["score_forwards"] for tag in scheds}}
+
+
+def overhead(model: str, steps: int, warmup: int, repeats: int) -> dict:
+    from pri.engine import InversionConfig
+    from pri.models import load_model
+    from pri.timing import StageSampler
+
+    teacher = load_model(model)
+    out = []
+    for b, k in ((PAPER["batch"], PAPER["n"]), (PAPER["small_b"], PAPER["small_k"])):
+        r = {"model": model, "trajectories": b, "active": k, "dtype": PAPER["dtype"]}
+        for graphs in ("auto", "off"):
+            cfg = InversionConfig(iterations=PAPER["iterations"], batch=PAPER["batch"], device=DEV, dtype=PAPER["dtype"],
+                                  graphs=graphs, progress=False)
+            s = StageSampler(teacher, cfg, steps=steps, warmup=warmup, repeats=repeats)
+            st = s.step(b, k)
+            r["graph_ms" if graphs == "auto" else "eager_ms"] = st["step_seconds"] * 1e3
+            r[("graph" if graphs == "auto" else "eager") + "_samples_ms"] = [x * 1e3 for x in st["step_samples"]]
+            del s
+            if DEV == "cuda":
+                torch.cuda.empty_cache()
+        r["overhead_removed_ms"] = r["eager_ms"] - r["graph_ms"]
+        r["eager_over_graph"] = r["eager_ms"] / r["graph_ms"]
+        out.append(r)
+    return {"stages": out}
+
+
+def full_vs_sampled() -> dict:
+    from pri.engine import InversionConfig
+    from pri.models import load_model
+    from pri.schedules import DMI, PRI
+    from pri.timing import time_schedule
+
+    iterations = PAPER["short_t"]
+    teacher = load_model(TINY)
+    cfg = InversionConfig(iterations=iterations, batch=PAPER["batch"], device=DEV, dtype=PAPER["dtype"], progress=False)
+    out = []
+    for tag, s in (("pri_v7", PRI(7)), ("dmi", DMI())):
+        f = time_schedule(teacher, s, cfg, mode="full", warmup=3, repeats=2)
+        ss = time_schedule(teacher, s, cfg, mode="stage-sampled", steps=10, warmup=4, repeats=3)
+        out.append({"tag": tag, "iterations": iterations, "full_s_per_image": f["seconds_per_image"],
+                    "full_samples": f["seconds_per_image_samples"], "sampled_s_per_image": ss["seconds_per_image"],
+                    "sampled_over_full": ss["seconds_per_image"] / f["seconds_per_image"],
+                    "full_peak_memory_mb": f["peak_memory_mb"], "sampled_peak_memory_mb": ss["peak_memory_mb"]})
+    return {"runs": out}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=os.environ.get("OUT", "gpu_check_out"))
+    ap.add_argument("--budget", type=float, default=420.0, help="seconds; later sections are skipped past it")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=4, help="per stage (>= graph_warmup + 1 = 3 so capture is excluded)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="fewer steps (a smoke run)")
+    ap.add_argument("--dry-run", action="store_true", help="CPU, the small ViT and tiny sizes: checks this script's plumbing")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.steps, args.warmup, args.repeats = 3, 3, 2
+    global DEV, TINY, BASE
+    if args.dry_run:
+        DEV, TINY, BASE = "cpu", "vit_pico_patch4_28", "vit_pico_patch4_28"
+        PAPER.update(iterations=200, batch=14, dtype="fp32", n=49, small_b=2, small_k=7, short_t=28, check_batch=4,
+                     check_k=12)
+        args.steps, args.warmup, args.repeats = 2, 1, 1
+    os.makedirs(args.out, exist_ok=True)
+    summary = {"sections": {}, "budget_s": args.budget, "dry_run": args.dry_run, "steps": args.steps,
+               "warmup": args.warmup, "repeats": args.repeats, "sizes": dict(PAPER)}
+    info = env_info()
+    dump(args.out, "env.json", info)
+    print(json.dumps(info), flush=True)
+    if not torch.cuda.is_available() and not args.dry_run:
+        summary["error"] = "no CUDA device visible to torch"
+        dump(args.out, "summary.json", summary)
+        print("no GPU: nothing to check", flush=True)
+        return 1
+    # (name, function, args, rough seconds it needs on an H200)
+    sections = [
+        ("correctness", correctness, (), 40),
+        ("paper_deit_tiny_patch16_224", paper, (TINY, args.steps, args.warmup, args.repeats), 60),
+        ("paper_deit_base_patch16_224", paper, (BASE, args.steps, args.warmup, args.repeats), 90),
+        ("overhead_deit_tiny_patch16_224", overhead, (TINY, args.steps, args.warmup, args.repeats), 20),
+        ("overhead_deit_base_patch16_224", overhead, (BASE, args.steps, args.warmup, args.repeats), 30),
+        ("full_vs_sampled", full_vs_sampled, (), 60),
+    ]
+    for name, fn, fargs, need in sections:
+        if elapsed() + need > args.budget:
+            summary["sections"][name] = {"status": "skipped", "reason": f"budget: {elapsed():.0f} s used, ~{need} s needed"}
+            print(f"[{elapsed():6.1f}s] {name}: skipped (budget)", flush=True)
+            continue
+        t = time.perf_counter()
+        print(f"[{elapsed():6.1f}s] {name} ...", flush=True)
+        try:
+            res = fn(*fargs)
+            dump(args.out, f"{name}.json", res)
+            summary["sections"][name] = {"status": "ok", "seconds": time.perf_counter() - t}
+            _print(name, res)
+        except Exception as e:  # noqa: BLE001 - record and go on to the next section
+            summary["sections"][name] = {"status": "error", "error": f"{type(e).__name__}: {e}",
+                                         "traceback": traceback.format_exc()[-4000:]}
+            print(f"{name}: ERROR {type(e).__name__}: {e}", flush=True)
+        if DEV == "cuda":
+            torch.cuda.empty_cache()
+        dump(args.out, "summary.json", {**summary, "elapsed_s": elapsed()})
+    summary["elapsed_s"] = elapsed()
+    dump(args.out, "summary.json", summary)
+    print(f"done in {elapsed():.0f} s -> {args.out}", flush=True)
+    return 0
+
+
+def _print(name: str, res: dict) -> None:
+    if name == "correctness":
+        for r in res["stage"] + res["run"]:
+            print("  ", {k: r[k] for k in r if k not in ()}, flush=True)
+    elif name.startswith("paper_"):
+        for r in res["rows"]:
+            print(f"   {r['tag']:<8s} {r['time_seconds_per_image']:.4f} s/img  x DMI time {r.get('time_dmi_over', 0):.2f}"
+                  f"  x DMI MACs {r.get('cost_dmi_over', 0):.2f}  peak {r['time_peak_memory_mb']:.0f} MB", flush=True)
+        for tag, sts in res["stages"].items():
+            print(f"   {tag}: " + ", ".join(f"{s['active']}@{s['trajectories']}:{s['step_seconds'] * 1e3:.2f}ms"
+                                          for s in sts), flush=True)
+    elif name.startswith("overhead"):
+        for r in res["stages"]:
+            print(f"   b={r['trajectories']} k={r['active']}: eager {r['eager_ms']:.2f} ms, graph {r['graph_ms']:.2f} ms,"
+                  f" removed {r['overhead_removed_ms']:.2f} ms", flush=True)
+    else:
+        for r in res["runs"]:
+            print(f"   {r['tag']}: full {r['full_s_per_image'] * 1e3:.2f} ms/img, sampled "
+                  f"{r['sampled_s_per_image'] * 1e3:.2f} ms/img ({r['sampled_over_full']:.3f})", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
