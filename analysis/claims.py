@@ -190,44 +190,20 @@ def efficiency_claims(flops: pd.DataFrame, times: pd.DataFrame, theorem: pd.Data
             dev = ",".join(sorted(g["device"].astype(str).unique())) if "device" in g else "?"
             parts.append(f"{model}: {dmi_x:.1f}x vs DMI, {smi_x:.1f}x vs SMI ({mode}, {dev})")
         verdict = SUPPORTED if best_dmi >= 10 * (1 - tol) and best_smi >= 2 * (1 - tol) else NOT_SUPPORTED
-        scale = "paper scale (224 px, T and batch of the config), random weights"
+        scale = ", ".join(f"{m} (T={int(g['iterations'].iloc[0])}, timed batch {int(g['batch'].iloc[0])})"
+                          for m, g in times.groupby("model")) + ", random weights"
         rows.append(_row("1", scale, "up to 10x vs DMI, 2x vs SMI", "; ".join(parts),
                          f"best PRI speedup >= 10x(1-{tol}) over DMI and >= 2x(1-{tol}) over SMI default, "
                          "measured seconds per generated image", verdict if parts else INCONCLUSIVE))
-    if flops.empty:
-        rows.append(_row("2a", "-", "PRI <= SMI <= DMI", "no FLOP counts", "-", NOT_RUN if not enabled else INCONCLUSIVE))
-    else:
-        parts, ok = [], []
-        for model, g in flops.groupby("model"):
-            f = g.set_index("tag")["fvcore_macs_per_image"] if "fvcore_macs_per_image" in g else g.set_index("tag")["cost_macs_per_image"]
-            if not {"dmi", "smi_default"} <= set(f.index):
-                continue
-            pri = {tag: f[tag] for tag in f.index if tag.startswith("pri_v")}
-            good = all(x <= f["smi_default"] for x in pri.values()) and f["smi_default"] <= f["dmi"]
-            ok.append(good)
-            parts.append(f"{model}: DMI {f['dmi'] / 1e9:.1f}, SMI {f['smi_default'] / 1e9:.1f}, "
-                         + ", ".join(f"{k} {x / 1e9:.1f}" for k, x in pri.items()) + " GMAC/image")
-        rows.append(_row("2a", "paper scale, fvcore MACs per generated image", "PRI <= SMI <= DMI", "; ".join(parts),
-                         "every PRI v <= SMI default <= DMI, per model", SUPPORTED if ok and all(ok) else
-                         (NOT_SUPPORTED if ok else INCONCLUSIVE)))
+    rows.append(_ordering_claim("2a", flops, "fvcore_macs_per_image", 1e9, "GMAC", 0.0, enabled,
+                                "paper scale, fvcore MACs per generated image"))
     gpu = times[times["device"].astype(str).str.contains("cuda|NVIDIA|H100|H200|A100", case=False)] \
         if not times.empty and "device" in times else pd.DataFrame()
-    if gpu.empty or "peak_memory_mb" not in gpu:
+    if gpu.empty:
         rows.append(_row("2b", "-", "PRI <= SMI <= DMI", "peak GPU memory needs a GPU run of the efficiency track",
                          "-", NOT_RUN))
     else:
-        parts, ok = [], []
-        for model, g in gpu.groupby("model"):
-            m = g.set_index("tag")["peak_memory_mb"]
-            if not {"dmi", "smi_default"} <= set(m.index):
-                continue
-            pri = {tag: m[tag] for tag in m.index if tag.startswith("pri_v")}
-            ok.append(all(x <= m["smi_default"] * 1.02 for x in pri.values()) and m["smi_default"] <= m["dmi"] * 1.02)
-            parts.append(f"{model}: DMI {m['dmi']:.0f}, SMI {m['smi_default']:.0f}, "
-                         + ", ".join(f"{k} {x:.0f}" for k, x in pri.items()) + " MiB")
-        rows.append(_row("2b", "paper scale, GPU", "PRI <= SMI <= DMI", "; ".join(parts),
-                         "peak memory of every PRI v <= SMI default <= DMI (2% slack)",
-                         SUPPORTED if ok and all(ok) else (NOT_SUPPORTED if ok else INCONCLUSIVE)))
+        rows.append(_ordering_claim("2b", gpu, "peak_memory_mb", 1.0, "MiB", 0.02, enabled, "paper scale, GPU"))
     if theorem.empty:
         rows.append(_row("8", "-", "holds", "no Theorem 1 check", "-", NOT_RUN if not enabled else INCONCLUSIVE))
     else:
@@ -238,3 +214,28 @@ def efficiency_claims(flops: pd.DataFrame, times: pd.DataFrame, theorem: pd.Data
                          "each statement's prediction agrees with the measured integral ratio, every model and v",
                          SUPPORTED if holds.all() else NOT_SUPPORTED))
     return rows
+
+
+def _ordering_claim(cid, df, col, unit, unit_name, slack, enabled, scale):
+    """PRI <= SMI <= DMI per model: every PRI v at most its matched SMI (where run), the best PRI
+    at most SMI's default schedule, and SMI default at most DMI (with relative ``slack``)."""
+    if df.empty or col not in df:
+        return _row(cid, "-", "PRI <= SMI <= DMI", "no measurements", "-", NOT_RUN if not enabled else INCONCLUSIVE)
+    parts, ok = [], []
+    le = lambda a, b: a <= b * (1 + slack)  # noqa: E731
+    for model, g in df.groupby("model"):
+        f = g.set_index("tag")[col].dropna()
+        pri = {t: f[t] for t in f.index if t.startswith("pri_v")}
+        if "dmi" not in f or "smi_default" not in f or not pri:
+            continue
+        good = le(f["smi_default"], f["dmi"]) and le(min(pri.values()), f["smi_default"])
+        for t, x in pri.items():
+            matched = f"smi_v{t[len('pri_v'):]}"
+            if matched in f:
+                good = good and le(x, f[matched]) and le(f[matched], f["dmi"])
+        ok.append(good)
+        parts.append(f"{model}: " + ", ".join(f"{t} {f[t] / unit:.3g}" for t in f.index) + f" {unit_name}/image")
+    rule = ("per model: every PRI v <= SMI at the same sparsity (smi_v) <= DMI, and the best PRI <= SMI's "
+            "default schedule <= DMI" + (f" ({slack:.0%} slack)" if slack else ""))
+    verdict = (SUPPORTED if all(ok) else NOT_SUPPORTED) if ok else INCONCLUSIVE
+    return _row(cid, scale, "PRI <= SMI <= DMI", "; ".join(parts), rule, verdict)

@@ -52,11 +52,11 @@ def distill(paths, specs: dict) -> pd.DataFrame:
             "family": spec.get("family", tag), "v": spec.get("v"),
             "nominal_sparsity": spec.get("nominal_sparsity"),
             "top1_pct": _pct(m.get("top1")), "top1_best_pct": _pct(m.get("top1_best")),
-            "confidence_distance": conf.get("wasserstein") if isinstance(conf, dict) else None,
-            "synthetic_confidence_mean": conf.get("synthetic_mean") if isinstance(conf, dict) else None,
-            "real_confidence_mean": conf.get("real_mean") if isinstance(conf, dict) else None,
+            "confidence_distance": conf.get("wasserstein1"),
+            "synthetic_confidence_mean": (conf.get("synthetic") or {}).get("mean"),
+            "real_confidence_mean": (conf.get("real_test") or {}).get("mean"),
             "images": m.get("images"), "kd_steps": m.get("steps"),
-            "student": m.get("student", {}).get("name") if isinstance(m.get("student"), dict) else m.get("student"),
+            "student": (m.get("student") or {}).get("name"),
             "device": m.get("device"), "wall_seconds": m.get("wall_seconds"),
         })
     return pd.DataFrame(rows)
@@ -88,14 +88,49 @@ def pools(paths):
 
 
 def efficiency(paths):
-    """Cost/fvcore rows, timing rows and Theorem 1 rows from the efficiency JSONs."""
+    """Cost/fvcore rows, timing rows and Theorem 1 rows from `pri efficiency` JSONs."""
     flops, times, theorem = [], [], []
     for p in paths:
         m = _read(p)
-        model = m.get("model") or os.path.basename(os.path.dirname(p))
         for r in m.get("rows", []):
-            r = {"model": model, **r}
-            (times if "seconds_per_image" in r else flops).append(r)
-        for r in m.get("theorem1", []):
-            theorem.append({"model": model, **r})
+            base = {"model": r["model"], "tag": r["tag"], "weights": r.get("weights"), "iterations": r.get("iterations"),
+                    "batch": r.get("batch"), "images_out": r.get("images_out")}
+            if "cost_macs_total" in r or "flops_macs_total" in r:
+                prof = m.get("details", {}).get("schedules", {}).get(r["tag"], {}).get("profile", {})
+                flops.append({**base, "cost_macs_per_image": r.get("cost_macs_total"),
+                              "cost_macs_compared": r.get("cost_macs_compared"),
+                              "fvcore_macs_per_image": r.get("flops_macs_total"),
+                              "fvcore_over_cost": r.get("flops_over_cost_compared"),
+                              "mean_active": r.get("mean_active"),
+                              "active_tokens": _expand(prof.get("steps"), r.get("iterations"))})
+            if "time_seconds_per_image" in r:
+                times.append({**base, "seconds_per_image": r["time_seconds_per_image"], "mode": r.get("time_mode"),
+                              "device": r.get("time_device") or r.get("device"), "dtype": r.get("time_dtype"),
+                              "cuda_graphs": r.get("time_cuda_graphs"), "peak_memory_mb": r.get("time_peak_memory_mb"),
+                              "peak_memory_kind": r.get("time_peak_memory_kind"), "torch": r.get("torch"),
+                              "timm": r.get("timm")})
+        for t in m.get("details", {}).get("theorem1", []):
+            model = m.get("provenance", {}).get("model", t.get("model"))
+            theorem.append({"model": model, "v": t["v"], "part": "mlp", "n_over_d": t["n_over_d"],
+                            "ratio": t["mlp_ratio_integral"], "closed_form": t["mlp_ratio_closed"],
+                            "predicted": "PRI < SMI* ((v+1)/(2v) < 1)", "measured_holds": t["mlp_holds_integral"],
+                            "holds": bool(t["mlp_holds_integral"] and t["mlp_holds_closed"])})
+            theorem.append({"model": model, "v": t["v"], "part": "attention", "n_over_d": t["n_over_d"],
+                            "ratio": t["attn_ratio_integral"], "closed_form": t["attn_ratio_closed"],
+                            "predicted": f"PRI {'<=' if t['attn_holds_closed'] else '>'} SMI* "
+                                         f"(N/D {'<=' if t['attn_holds_closed'] else '>'} {t['attn_bound']:.2f})",
+                            "measured_holds": t["attn_holds_integral"],
+                            "holds": bool(t["attn_holds_integral"] == t["attn_holds_closed"])})
     return pd.DataFrame(flops), pd.DataFrame(times), pd.DataFrame(theorem)
+
+
+def _expand(steps, iterations):
+    """Active count per iteration from a profile's {count: iterations}, in schedule order (descending)."""
+    if not steps:
+        return None
+    out = []
+    for k, n in sorted(((int(k), int(n)) for k, n in steps.items()), reverse=True):
+        out += [k] * n
+    if iterations and len(out) < iterations:
+        out += [0] * (iterations - len(out))
+    return out

@@ -96,7 +96,9 @@ class Augment:
     @staticmethod
     def apply(x: torch.Tensor, pixel_src: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
-        return x.reshape(B, C, H * W).index_select(2, pixel_src).view(B, C, H, W)
+        # gather with an expanded index: same result as index_select, several times faster on CPU
+        idx = pixel_src.view(1, 1, -1).expand(B, C, -1)
+        return torch.gather(x.reshape(B, C, H * W), 2, idx).view(B, C, H, W)
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:

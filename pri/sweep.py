@@ -7,29 +7,44 @@ Tags: ``dmi``; ``smi_default`` (SMI's public schedule, prune iterations scaled t
 """
 from __future__ import annotations
 
+from .errors import PriError
 from .schedules import SMI_PUBLIC_RATIO, make_schedule, matched_ratio, scaled_prune_at
 
 
-def method_specs(methods: dict, iterations: int) -> dict[str, dict]:
-    """tag -> spec (method, v, prune_at, prune_ratio, score, family, nominal sparsity)."""
-    specs: dict[str, dict] = {}
+def spec_of_tag(tag: str, iterations: int) -> dict:
+    """The schedule spec of a tag (method, v, prune_at, prune_ratio, score, family, nominal sparsity)."""
     prune_at = scaled_prune_at(iterations)
-    if methods.get("dmi", True):
-        specs["dmi"] = dict(method="dmi", family="DMI", v=None, score="none", nominal_sparsity=0.0)
-    if methods.get("smi_default", True):
-        specs["smi_default"] = dict(method="smi", family="SMI (default)", v=None, score="cls_attn",
-                                    prune_at=prune_at, prune_ratio=[SMI_PUBLIC_RATIO] * len(prune_at),
-                                    nominal_sparsity=1 - (1 - SMI_PUBLIC_RATIO) ** len(prune_at))
-    for v in methods.get("smi_matched", []) or []:
-        r = round(matched_ratio(v, len(prune_at)), 4)
-        specs[f"smi_v{v}"] = dict(method="smi", family="SMI (matched)", v=v, score="cls_attn", prune_at=prune_at,
-                                  prune_ratio=[r] * len(prune_at), nominal_sparsity=1 - 1 / v)
-    for v in methods.get("pri", []) or []:
-        specs[f"pri_v{v}"] = dict(method="pri", family="PRI", v=v, score="cls_attn", nominal_sparsity=1 - 1 / v)
-    for v in methods.get("pri_random", []) or []:
-        specs[f"pri_random_v{v}"] = dict(method="pri", family="PRI (random)", v=v, score="random",
-                                         nominal_sparsity=1 - 1 / v)
-    return specs
+    if tag == "dmi":
+        return dict(method="dmi", family="DMI", v=None, score="none", nominal_sparsity=0.0)
+    if tag == "smi_default":
+        return dict(method="smi", family="SMI (default)", v=None, score="cls_attn", prune_at=prune_at,
+                    prune_ratio=[SMI_PUBLIC_RATIO] * len(prune_at),
+                    nominal_sparsity=1 - (1 - SMI_PUBLIC_RATIO) ** len(prune_at))
+    for prefix, family in (("smi_v", "SMI (matched)"), ("pri_random_v", "PRI (random)"), ("pri_v", "PRI")):
+        if tag.startswith(prefix) and tag[len(prefix):].isdigit():
+            v = int(tag[len(prefix):])
+            spec = dict(family=family, v=v, nominal_sparsity=1 - 1 / v)
+            if prefix == "smi_v":
+                r = round(matched_ratio(v, len(prune_at)), 4)
+                return dict(spec, method="smi", score="cls_attn", prune_at=prune_at, prune_ratio=[r] * len(prune_at))
+            return dict(spec, method="pri", score="random" if prefix == "pri_random_v" else "cls_attn")
+    raise PriError("--schedules", f"unknown method tag {tag!r}: use dmi, smi_default, smi_v<V>, pri_v<V> or "
+                   "pri_random_v<V>")
+
+
+def method_tags(methods: dict) -> list[str]:
+    """The tags a config's ``inversion.methods`` asks for, in report order."""
+    tags = ["dmi"] if methods.get("dmi", True) else []
+    tags += ["smi_default"] if methods.get("smi_default", True) else []
+    tags += [f"smi_v{v}" for v in methods.get("smi_matched", []) or []]
+    tags += [f"pri_v{v}" for v in methods.get("pri", []) or []]
+    tags += [f"pri_random_v{v}" for v in methods.get("pri_random", []) or []]
+    return tags
+
+
+def method_specs(methods: dict, iterations: int) -> dict[str, dict]:
+    """tag -> spec for every tag of a config's ``inversion.methods``."""
+    return {tag: spec_of_tag(tag, iterations) for tag in method_tags(methods)}
 
 
 def schedule_of(spec: dict):

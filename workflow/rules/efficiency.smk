@@ -1,14 +1,10 @@
 # Efficiency track, per model at paper scale with random weights (FLOPs and timing need no
-# trained weights; every result says random-init): the cost model and fvcore MACs for every
-# schedule, and the wall-clock per generated image. A timing job takes every core (and asks
-# Slurm for a whole GPU) so two timed jobs never share a device.
+# trained weights; every result says random-init): the cost model and fvcore MACs of every
+# schedule with Theorem 1, and the wall-clock per generated image. A timing job takes every
+# core (and, on Slurm, a whole GPU) so two timed jobs never share a device.
 
-
-def sweep_json():
-    return json.dumps({tag: SPECS_EFF[tag] for tag in SPECS_EFF})
-
-
-SPECS_EFF = method_specs(INV["methods"], EFF["iterations"])
+EFF_TAGS = TAGS + ["smi_star"] + [f"smi_star_v{v}" for v in INV["methods"].get("pri", [])]
+TIME_TAGS = [t for t in (EFF["time_tags"] or TAGS)]
 
 
 rule efficiency_flops:
@@ -17,12 +13,12 @@ rule efficiency_flops:
     log:
         f"{R}/logs/efficiency/{{model}}_flops.log",
     params:
-        sweep=lambda w: shlex.quote(sweep_json()),
+        tags=" ".join(EFF_TAGS),
     threads: 1
     shell:
         "{PRI} efficiency --model {wildcards.model} --img-size " + str(EFF["img_size"]) + " "
         f"--iterations {EFF['iterations']} --batch {EFF['batch']} "
-        "--sweep {params.sweep} --what flops --out {output} > {log} 2>&1"
+        "--schedules {params.tags} --what cost flops --threads {threads} --out {output} > {log} 2>&1"
 
 
 rule efficiency_time:
@@ -31,13 +27,15 @@ rule efficiency_time:
     log:
         f"{R}/logs/efficiency/{{model}}_time.log",
     params:
-        sweep=lambda w: shlex.quote(sweep_json()),
+        tags=" ".join(TIME_TAGS),
         device=device_args(),
+        batch=EFF["time_batch"] or EFF["batch"],
     threads: workflow.cores
     resources:
         gpu=1,
     shell:
         "{PRI} efficiency --model {wildcards.model} --img-size " + str(EFF["img_size"]) + " "
-        f"--iterations {EFF['iterations']} --batch {EFF['batch']} --mode {EFF['mode']} "
+        f"--iterations {EFF['iterations']} --mode {EFF['mode']} "
         f"--steps {EFF['steps']} --warmup {EFF['warmup']} --repeats {EFF['repeats']} --dtype {EFF['dtype']} "
-        "--sweep {params.sweep} --what time {params.device} --threads {threads} --out {output} > {log} 2>&1"
+        "--batch {params.batch} --schedules {params.tags} --what time {params.device} --threads {threads} "
+        "--out {output} > {log} 2>&1"
