@@ -9,7 +9,6 @@ the test is skipped with the reason, or fails when PRI_REQUIRE_SLURM=1.
 
 import os
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -23,45 +22,8 @@ from tests.slurm.cluster import SlurmUnavailable, run_under_slurm, slurm_cluster
 
 pytestmark = pytest.mark.slurm
 
-# Hard limit for the snakemake run itself (the whole test takes ~1 minute).
-RUN_TIMEOUT_S = 150
-
-TOY_SNAKEFILE = textwrap.dedent(
-    """
-    # Toy workflow: rule names match workflow/profiles/slurm/config.yaml, so the
-    # profile's per-rule resources (gpu for `teacher`) apply.
-    rule all:
-        input:
-            "results/report.txt",
-
-    rule prepare:  # not in set-resources: default resources, cpus = threads
-        output:
-            "results/data.txt",
-        threads: 1
-        shell:
-            "echo data > {output}"
-
-    rule teacher:  # GPU rule
-        output:
-            "results/teacher.txt",
-        threads: 1
-        resources:
-            gpu=1,
-        shell:
-            "echo job=$SLURM_JOB_ID gpus=${{CUDA_VISIBLE_DEVICES:-none}} > {output}"
-
-    rule report:
-        input:
-            "results/data.txt",
-            "results/teacher.txt",
-        output:
-            "results/report.txt",
-        threads: 1
-        shell:
-            "cat {input} > {output}"
-    """
-)
-
+# Hard limit for the snakemake run itself.
+RUN_TIMEOUT_S = 600
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
@@ -106,7 +68,7 @@ def check_slurm_run(run, cluster) -> None:
         rule = row["Comment"].removeprefix("rule_").split("_wildcards_")[0]
         if rule in gpu_rules:
             assert "gres/gpu=1" in row["ReqTRES"], row
-            assert "gres/gpu=1" in row["AllocTRES"], row
+            assert "gres/gpu=" in row["AllocTRES"], row  # an --exclusive job holds every GPU of the node
         else:
             assert "gres/gpu" not in row["ReqTRES"], row
     for call in run.sbatch_calls:
@@ -116,29 +78,33 @@ def check_slurm_run(run, cluster) -> None:
 
 
 def test_workflow_runs_through_slurm_profile(cluster, tmp_path):
+    """The repository's workflow with the tiny test config, every job through sbatch."""
+    import csv
+
     workdir = tmp_path / "work"
     workdir.mkdir()
-    snakefile = workdir / "Snakefile"
-    snakefile.write_text(TOY_SNAKEFILE)
-    run = run_under_slurm(cluster, workdir, snakefile, timeout=RUN_TIMEOUT_S)
-    # The real workflow instead:
-    # run = run_under_slurm(cluster, workdir, REPO_ROOT / "workflow" / "Snakefile", ["--configfile", str(REPO_ROOT / "config" / "test.yaml")], timeout=RUN_TIMEOUT_S)
-
+    # the tiny test config with one seed and three schedules, so that the test stays short on a
+    # two-core machine (each Slurm job starts its own Python)
+    cfg = yaml.safe_load((REPO_ROOT / "config" / "test.yaml").read_text())
+    cfg["inversion"]["seeds"] = [0]
+    cfg["inversion"]["methods"] = {"dmi": True, "smi_default": True, "smi_matched": [], "pri": [2], "pri_random": []}
+    cfg["efficiency"]["time_tags"] = ["dmi", "smi_default", "pri_v2"]
+    config = workdir / "slurm-test.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    run = run_under_slurm(cluster, workdir, REPO_ROOT / "Snakefile", ["--configfile", str(config)],
+                          timeout=RUN_TIMEOUT_S)
     check_slurm_run(run, cluster)
 
-    # --- specific to the toy workflow ---
-    rules = sorted(r["Comment"] for r in run.sacct_rows)
-    assert rules == ["rule_prepare", "rule_report", "rule_teacher"], rules
-    assert (workdir / "results" / "report.txt").read_text().startswith("data\njob=")
-    teacher_out = (workdir / "results" / "teacher.txt").read_text()
-    # ran inside a Slurm job, and Slurm bound the (fake) GPU to the job step
-    assert teacher_out.startswith("job=") and "job= " not in teacher_out, teacher_out
-    assert "gpus=none" not in teacher_out, teacher_out
-    # the sbatch flags the plugin built from the (test-adapted) profile
+    # every rule of the workflow ran as Slurm jobs, and the run completed with its report
+    ran = sorted({r["Comment"].removeprefix("rule_").split("_wildcards_")[0] for r in run.sacct_rows})
+    assert ran == ["analysis", "distill", "efficiency_flops", "efficiency_time", "invert", "teacher"], ran
+    results = workdir / "results" / "test"
+    with open(results / "analysis" / "claims.csv") as f:
+        assert {r["verdict"] for r in csv.DictReader(f)} <= {"supported", "not supported", "inconclusive", "not run"}
+    assert len(list((results / "pools").rglob("*.pt"))) == len(run.sbatch_calls_for_rule("invert"))
+    assert (workdir / "report.html").is_file()
+    # the GPU rules asked Slurm for one GPU each
     (teacher_call,) = run.sbatch_calls_for_rule("teacher")
-    for flag in ("--gpus=1", "--mem 500", "-t 10", "--cpus-per-task=1"):
-        assert flag in teacher_call, (flag, teacher_call)
-    assert "--ntasks" not in teacher_call, teacher_call
-    (prepare_call,) = run.sbatch_calls_for_rule("prepare")
-    # `prepare` is not in set-resources: default cpus_per_task (= threads) applies
-    assert "--ntasks=1 --cpus-per-task=1" in prepare_call, prepare_call
+    assert "--gpus=1" in teacher_call and "--ntasks" not in teacher_call, teacher_call
+    (analysis_call,) = run.sbatch_calls_for_rule("analysis")
+    assert "--gpus" not in analysis_call, analysis_call

@@ -10,7 +10,7 @@
 # config has to sit at the default path), registers the cluster and a test
 # account with sacctmgr so that `sacct` works, and waits until the node is
 # idle.  The node has the CPUs and (a bit less than) the memory of this
-# machine, and one fake GPU (gres gpu:1 backed by /dev/null).
+# machine (at least PRI_SLURM_SLOTS=8 job slots), and as many fake GPUs (gres gpu backed by empty files).
 #
 # Outputs, all under STATE_DIR:
 #   pids         one "name pid" line per daemon started here (read by stop.sh)
@@ -193,6 +193,16 @@ if [ -z "$CPUS" ] || [ -z "$REAL_MEM" ] || [ -z "$CORES" ]; then
     THREADS=1
     REAL_MEM=$(awk '/^MemTotal:/ {print int($2 / 1024)}' /proc/meminfo)
 fi
+# Job slots: a small machine is declared with more CPUs than it has (and as many fake GPUs),
+# so that the workflow's many short single-thread jobs run side by side as on a real cluster
+# instead of queueing one by one (SlurmdParameters=config_overrides lets slurmd accept it).
+SLOTS=${PRI_SLURM_SLOTS:-8}
+if [ "$CPUS" -lt "$SLOTS" ]; then
+    CPUS=$SLOTS; BOARDS=1; SOCKETS=1; CORES=$SLOTS; THREADS=1
+fi
+GPUS=$SLOTS
+mkdir -p "$STATE/fake-gpu"
+for ((i = 0; i < GPUS; i++)); do : >"$STATE/fake-gpu/gpu$i"; done
 # Leave some memory for the OS and the daemons: 90% and at least 512 MB less.
 MEM_MB=$((REAL_MEM * 9 / 10))
 if [ $((REAL_MEM - MEM_MB)) -lt 512 ]; then
@@ -213,6 +223,8 @@ render() { # render TEMPLATE DEST MODE
         -e "s|@CLUSTER@|$CLUSTER|g" \
         -e "s|@PARTITION@|$PARTITION|g" \
         -e "s|@CPUS@|$CPUS|g" \
+        -e "s|@GPUS@|$GPUS|g" \
+        -e "s|@LASTGPU@|$((GPUS - 1))|g" \
         -e "s|@BOARDS@|$BOARDS|g" \
         -e "s|@SOCKETS@|$SOCKETS|g" \
         -e "s|@CORES@|$CORES|g" \
@@ -379,4 +391,4 @@ STATE=$STATE
 LOG_DIR=$STATE/log
 SLURM_CONF=$CONF_DIR/slurm.conf
 EOF
-log "cluster $CLUSTER is up: node $HOST idle (CPUs=$CPUS RealMemory=$MEM_MB gres/gpu=1), partition $PARTITION, account $ACCOUNT"
+log "cluster $CLUSTER is up: node $HOST idle (CPUs=$CPUS RealMemory=$MEM_MB gres/gpu=$GPUS), partition $PARTITION, account $ACCOUNT"

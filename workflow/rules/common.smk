@@ -110,6 +110,15 @@ def final_targets():
     return [f"{R}/analysis/claims.csv"]
 
 
+def all_cores(cluster_default=8):
+    """Every core of a local run (a job that must not share the machine); on a cluster, where
+    Snakemake has no total, the profile's cpus_per_task decides and this is only the default."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return cluster_default
+
+
 def device_args():
     return f"--device {config['device']}"
 

@@ -30,7 +30,7 @@ rule efficiency_time:
         tags=" ".join(TIME_TAGS),
         device=device_args(),
         batch=EFF["time_batch"] or EFF["batch"],
-    threads: workflow.cores
+    threads: all_cores()
     resources:
         gpu=1,
     shell:

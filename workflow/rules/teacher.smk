@@ -31,7 +31,7 @@ rule teacher:
     params:
         args=teacher_args,
         device=device_args(),
-    threads: workflow.cores
+    threads: all_cores()
     shell:
         "{PRI} teacher {params.args} {params.device} --threads {threads} "
         "--out {output.ckpt} --metrics {output.metrics} > {log} 2>&1"
