@@ -445,6 +445,11 @@ def run_under_slurm(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             returncode = proc.wait()
+        except BaseException:  # interrupted (Ctrl-C): leave no snakemake behind
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
     log = log_path.read_text(errors="replace")
     if timed_out:
         _cancel_run_jobs(log)
