@@ -127,6 +127,14 @@ class Stage:
         self.pixel_src = inv.aug.pixel_src[0].clone()
         self.graph = None
         self.steps = 0
+        # pixels of patches outside the active set stay frozen at their value when they left it
+        self.keep, self.frozen = None, None
+        if active.shape[1] < inv.n:
+            mask = torch.zeros(active.shape[0], inv.n, dtype=torch.bool, device=active.device)
+            mask.scatter_(1, active, True)
+            p, gh, gw = inv.p, inv.gh, inv.gw
+            self.keep = mask.view(-1, 1, gh, 1, gw, 1).expand(-1, 1, gh, p, gw, p).reshape(-1, 1, gh * p, gw * p)
+            self.frozen = inv.x.detach().clone()
 
     def _body(self):
         inv = self.inv
@@ -139,7 +147,8 @@ class Stage:
         loss.backward()
         inv.opt.step()
         with torch.no_grad():
-            inv.x.copy_(torch.maximum(torch.minimum(inv.x, inv.hi), inv.lo))
+            x = torch.maximum(torch.minimum(inv.x, inv.hi), inv.lo)
+            inv.x.copy_(x if self.keep is None else torch.where(self.keep, x, self.frozen))
         return loss
 
     def step(self, combo: int):

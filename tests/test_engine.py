@@ -204,3 +204,16 @@ def test_cuda_graph_stages_match_the_eager_loop(dtype):
     assert pools[0]["ledger"]["cuda_graphs"] and not pools[1]["ledger"]["cuda_graphs"]
     assert torch.equal(pools[0]["masks"], pools[1]["masks"])
     assert (pools[0]["images"].int() - pools[1]["images"].int()).abs().max() <= 1
+
+
+def test_detached_and_pruned_pixels_stay_frozen():
+    """Pixels of a patch that left the forward pass keep their value from that moment on."""
+    snaps = {}
+    inv = Inverter(_teacher(), PRI(4), _cfg(iterations=16, batch=8))
+    pool = inv.run(callback=lambda t, x, emitted: snaps.setdefault(t, (x.clone(), [e.clone() for e in emitted])))
+    x4, (first,) = snaps[4]
+    x16, _ = snaps[16]
+    pm = torch.zeros(2, 49, dtype=torch.bool).scatter_(1, first, True)
+    px = pm.view(2, 1, 7, 1, 7, 1).expand(2, 1, 7, 4, 7, 4).reshape(2, 1, 28, 28)
+    assert torch.equal(x16[px], x4[px])  # frozen since t_1
+    assert not torch.equal(x16[~px], x4[~px])  # the rest kept evolving
