@@ -108,7 +108,11 @@ def flops_bars(flops: pd.DataFrame, path, why=""):
     col = "fvcore_macs_per_image" if "fvcore_macs_per_image" in flops else "cost_macs_per_image"
     d = flops.assign(gmac=flops[col] / 1e9)
     g = sns.catplot(data=d, x="tag", y="gmac", col="model", kind="bar", sharey=False, height=3.5, aspect=1.3)
-    g.set_axis_labels("", "GMAC per generated image (inversion)")
+    _save_grid(g, "GMAC per generated image (inversion)", path)
+
+
+def _save_grid(g, ylabel, path):
+    g.set_axis_labels("", ylabel)
     for ax in g.axes.flat:
         ax.tick_params(axis="x", rotation=60, labelsize=7)
     g.savefig(path, dpi=110)
@@ -132,11 +136,7 @@ def speedup(flops: pd.DataFrame, times: pd.DataFrame, path, why=""):
         return _empty(path, "Speedup over DMI", "no DMI reference")
     d = pd.DataFrame(rows)
     g = sns.catplot(data=d, x="tag", y="speedup", hue="kind", col="model", kind="bar", height=3.5, aspect=1.3)
-    g.set_axis_labels("", "speedup over DMI per image")
-    for ax in g.axes.flat:
-        ax.tick_params(axis="x", rotation=60, labelsize=7)
-    g.savefig(path, dpi=110)
-    plt.close(g.figure)
+    _save_grid(g, "speedup over DMI per image", path)
 
 
 def active_tokens(curves: pd.DataFrame, eff_curves: pd.DataFrame, path, why=""):
