@@ -76,10 +76,10 @@ _HOW_TO_GET = {
                      "in one folder and point {option} at it",
     "cifar10": "download the CIFAR-10 'python version' (cifar-10-python.tar.gz from "
                "https://www.cs.toronto.edu/~kriz/cifar.html), unpack it and point {option} at the folder "
-               "holding data_batch_1..5 and test_batch (or at its parent); in a workflow set the config key data.root",
+               "holding data_batch_1..5 and test_batch (or at its parent)",
     "cifar100": "download the CIFAR-100 'python version' (cifar-100-python.tar.gz from "
                 "https://www.cs.toronto.edu/~kriz/cifar.html), unpack it and point {option} at the folder "
-                "holding train and test (or at its parent); in a workflow set the config key data.root",
+                "holding train and test (or at its parent)",
     "imagefolder": "point {option} at a folder with train/<class>/<image> and val/<class>/<image> "
                    "(the ImageNet layout, e.g. ILSVRC2012 train and val sorted into class folders)",
 }
