@@ -220,8 +220,9 @@ class Inverter:
         self.x = x0.to(self.device).requires_grad_(True)
         with torch.no_grad():
             self.x.copy_(torch.maximum(torch.minimum(self.x, self.hi), self.lo))
+        # capturable on every GPU run, graphs or not, so that both paths do the same Adam arithmetic
         self.opt = torch.optim.Adam([self.x], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                                    capturable=self.use_graphs)
+                                    capturable=self.device.type == "cuda")
 
     def autocast(self):
         if self.cfg.dtype == "bf16":
