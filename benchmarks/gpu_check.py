@@ -260,7 +260,7 @@ def train_steps(models: tuple, steps: int = 10, warmup: int = 3) -> dict:
             opt.step()
 
         r["finetune"] = {"batch": 128, **timed(finetune)}
-        del opt
+        opt = None
         m.requires_grad_(False)
         head = m.get_classifier()
         head.requires_grad_(True)
@@ -300,7 +300,7 @@ def train_steps(models: tuple, steps: int = 10, warmup: int = 3) -> dict:
             r["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
             torch.cuda.reset_peak_memory_stats()
         out.append(r)
-        del m, hopt, x, xe
+        m = hopt = x = xe = None  # free before the next model
         if DEV == "cuda":
             torch.cuda.empty_cache()
     return {"models": out, "steps": steps, "warmup": warmup, "what": "median seconds per step"}

@@ -1,12 +1,7 @@
 #!/usr/bin/env bash
 # The prepared H200 check (see benchmarks/gpu_check.py): at most ~8 minutes, results under $OUT.
 #   OUT=/some/dir bash benchmarks/gpu_check.sh [extra args for gpu_check.py, e.g. --quick]
-set -u
-cd "$(dirname "$0")/.."
-OUT="${OUT:-$PWD/gpu_check_out}"
-mkdir -p "$OUT"
-PY=python3
-[ -x .venv/bin/python ] && .venv/bin/python -c "import torch" 2>/dev/null && PY=.venv/bin/python
+. "$(dirname "$0")/gpu_env.sh"
 if ! $PY -c "import torch, timm, tqdm" 2>"$OUT/import_error.txt"; then
     echo "torch/timm/tqdm not importable with $PY (see $OUT/import_error.txt)"; exit 3
 fi

@@ -1,97 +1,148 @@
-"""Expected GPU hours per rule family of a config (default: config/paper.yaml).
+"""Expected GPU hours per rule family of a config (default: config/paper.yaml), from step times
+measured on one H200 (benchmarks/results/h200, written by benchmarks/gpu_check.py).
 
-An estimate, not a measurement: every step's MACs come from the suite's cost model (pri.cost),
-and seconds from a two-parameter fit to the H200 step times in the suite's METHODS notes
-(torch 2.11, bf16, batch 128, eager: DeiT-Ti 18.8 ms at 196 patches and 17.0 ms at 28,
-DeiT-B 38.0 ms and 19.4 ms): seconds per step = overhead + 2 * MACs / throughput. The fit
-gives about 15 ms of per-step overhead and 240 TFLOP/s; with each stage captured as a CUDA graph
-the overhead measured there drops to about 4 ms (the `--overhead-ms` option).
+- invert, efficiency_time: every stage's step time of DeiT-Ti and DeiT-B at batch 128 was
+  measured stage-sampled with CUDA graphs (``paper_fp32_*.json`` for the inversion's fp32,
+  ``paper_*.json`` for the efficiency track's bf16). A stage of any schedule is priced by
+  interpolating, in the suite's cost-model FLOPs of one step, between the measured stages of the
+  same model (DeiT-S: between those of DeiT-Ti and DeiT-B).
+- teacher (fine-tuning), distill: seconds per fine-tuning step (batch 128), per head-only KD
+  step (batch 32) and per evaluation batch (512) of DeiT-Ti/S/B, measured directly
+  (``train_steps.json``), times the steps the config asks for.
 
-    python benchmarks/gpu_hours.py [--config config/paper.yaml] [--overhead-ms 15]
+Data loading, process start-up and checkpoint writing are not counted; on a cluster, add queue time.
+
+    python benchmarks/gpu_hours.py [--config config/paper.yaml] [--measured benchmarks/results/h200]
 """
 from __future__ import annotations
 
 import argparse
+import glob
+import json
+import math
 import os
 import sys
 
 import yaml
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
 
-from pri.cost import GROUPS, dims_of, forward_macs, schedule_profile, step_macs  # noqa: E402
+from pri.cost import dims_of, schedule_profile, step_macs  # noqa: E402
 from pri.sweep import method_specs, schedule_of  # noqa: E402
 
-H200 = {"deit_tiny_patch16_224": {196: 18.8e-3, 28: 17.0e-3}, "deit_base_patch16_224": {196: 38.0e-3, 28: 19.4e-3}}
+TRAIN_IMAGES = {"cifar10": 50000, "cifar100": 50000, "imagefolder": 1281167}
+TEST_IMAGES = {"cifar10": 10000, "cifar100": 10000, "imagefolder": 50000}
+EVAL_BATCH = 512
 
 
-def fit(batch=128):
-    """Least squares over the four METHODS points: t = overhead + flops / throughput."""
-    import numpy as np
-
-    xs, ys = [], []
-    for model, pts in H200.items():
-        d = dims_of(model)
-        for n, t in pts.items():
-            xs.append(2 * sum(step_macs(d, n).values()) * batch)
-            ys.append(t)
-    a = np.vstack([np.ones(len(xs)), np.array(xs)]).T
-    (overhead, inv_tp), *_ = np.linalg.lstsq(a, np.array(ys), rcond=None)
-    return float(overhead), float(1 / inv_tp)
-
-
-def step_seconds(d, n, batch, overhead, throughput):
-    return overhead + 2 * sum(step_macs(d, n).values()) * batch / throughput
+def stage_points(measured: str, prefix: str) -> list[tuple[str, int, int, float]]:
+    """(model, active, trajectories, seconds per step) of every measured stage."""
+    pts = []
+    for path in sorted(glob.glob(os.path.join(measured, f"{prefix}deit_*.json"))):
+        model = os.path.basename(path)[len(prefix):-len(".json")]
+        with open(path) as f:
+            d = json.load(f)
+        for stages in d["stages"].values():
+            for st in stages:
+                pts.append((model, int(st["active"]), int(st["trajectories"]), float(st["step_seconds"])))
+    if not pts:
+        raise SystemExit(f"no {prefix}deit_*.json under {measured}: run benchmarks/gpu_check.py on a GPU first")
+    return sorted(set(pts))
 
 
-def main(argv=None):
+def flops(model: str, k: int, b: int) -> float:
+    return 2.0 * sum(step_macs(dims_of(model), k).values()) * b
+
+
+class StepTimes:
+    """Seconds per inversion step, interpolated in FLOPs between measured stages."""
+
+    def __init__(self, points):
+        self.by_model: dict[str, list[tuple[float, float]]] = {}
+        for m, k, b, t in points:
+            self.by_model.setdefault(m, []).append((flops(m, k, b), t))
+            self.by_model.setdefault("*", []).append((flops(m, k, b), t))
+        for v in self.by_model.values():
+            v.sort()
+
+    def __call__(self, model: str, k: int, b: int) -> float:
+        import numpy as np
+
+        pts = self.by_model.get(model) or self.by_model["*"]
+        x, y = np.array([p[0] for p in pts]), np.array([p[1] for p in pts])
+        f = flops(model, k, b)
+        if f > x[-1]:  # beyond the largest measured stage: scale with FLOPs
+            return float(y[-1] * f / x[-1])
+        return float(np.interp(f, x, y))
+
+
+def inversion_seconds(model: str, spec: dict, iterations: int, images: int, step: StepTimes) -> float:
+    s = schedule_of(spec)
+    prof = schedule_profile(s, dims_of(model).num_patches, iterations)
+    b = s.trajectories(images)
+    return sum(it * step(model, k, b) for k, it in prof["steps"].items())
+
+
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--config", default=os.path.join(os.path.dirname(__file__), "..", "config", "paper.yaml"))
-    ap.add_argument("--overhead-ms", type=float, help="per-step overhead (default: the fit's, eager)")
+    ap.add_argument("--config", default=os.path.join(HERE, "..", "config", "paper.yaml"))
+    ap.add_argument("--measured", default=os.path.join(HERE, "results", "h200"))
     a = ap.parse_args(argv)
     cfg = yaml.safe_load(open(a.config))
-    overhead, tp = fit()
-    if a.overhead_ms is not None:
-        overhead = a.overhead_ms / 1e3
+    with open(os.path.join(a.measured, "train_steps.json")) as f:
+        train = {m["model"]: m for m in json.load(f)["models"]}
+    steps_of = {dtype: StepTimes(stage_points(a.measured, prefix))
+                for dtype, prefix in (("fp32", "paper_fp32_"), ("bf16", "paper_"))}
     inv, dis, eff = cfg["inversion"], cfg["distill"], cfg["efficiency"]
+    inv_dtype = cfg.get("dtype", "fp32")
     T, B = inv["iterations"], inv["images"]
-    specs = method_specs(inv["methods"], T)
     seeds, batches = len(inv["seeds"]), inv.get("batches", 1)
-    rows = []
-    inv_h = teach_h = dist_h = 0.0
-    for tid, t in cfg["teachers"].items():
-        d = dims_of(t["model"], num_classes=t.get("num_classes") or 100)
-        n = d.num_patches
-        for tag, spec in specs.items():
-            s = schedule_of(spec)
-            prof = schedule_profile(s, n, T)
-            traj = s.trajectories(B)
-            sec = sum(it * step_seconds(d, k, traj, overhead, tp) for k, it in prof["steps"].items())
-            inv_h += sec * seeds * batches / 3600
+    specs = method_specs(inv["methods"], T)
+    extra = dis.get("extra_args", "").split()
+    eval_every = int(extra[extra.index("--eval-every") + 1]) if "--eval-every" in extra else 0
+    hours = {"teacher": 0.0, "invert": 0.0, "distill": 0.0, "efficiency_time": 0.0}
+    jobs = dict.fromkeys(hours, 0)
+    for t in cfg["teachers"].values():
+        model, ds = t["model"], t["dataset"]
+        test_batches = math.ceil(TEST_IMAGES.get(ds, 10000) / EVAL_BATCH)
         if not t.get("checkpoint"):
             tr = t.get("train", {})
-            images = {"cifar10": 50000, "cifar100": 50000}.get(t["dataset"], 50000) * tr.get("epochs", 10)
-            train_flops = 3 * 2 * sum(forward_macs(d, n).values()) * images
-            teach_h += train_flops / (0.5 * tp) / 3600  # training runs at about half the inversion throughput
-        # distillation: teacher forward + student forward (+ head backward) per image, and evaluations
-        kd = dis["steps"] * dis["batch"] * 2 * 2 * sum(forward_macs(d, n // 2).values())
-        evals = 10 * 10000 * 2 * sum(forward_macs(d, n).values())
-        dist_h += (kd + evals) / tp / 3600 * seeds * len(specs) + dis["steps"] * overhead / 3600 * seeds * len(specs)
-    eff_h = 0.0
-    for model in eff["models"]:
-        d = dims_of(model)
-        for tag, spec in method_specs(inv["methods"], eff["iterations"]).items():
-            s = schedule_of(spec)
-            prof = schedule_profile(s, d.num_patches, eff["iterations"])
-            traj = s.trajectories(eff["batch"])
-            eff_h += sum(it * step_seconds(d, k, traj, overhead, tp) for k, it in prof["steps"].items()) \
-                * eff.get("repeats", 1) / 3600
-    rows = [("teacher (fine-tuning)", teach_h), ("invert", inv_h), ("distill", dist_h), ("efficiency_time", eff_h)]
-    print(f"fit: overhead {overhead * 1e3:.1f} ms/step, throughput {tp / 1e12:.0f} TFLOP/s (H200, bf16)\n")
-    print("| rule family | GPU hours (estimate) |\n|---|---|")
-    for name, h in rows:
-        print(f"| {name} | {h:.1f} |")
-    print(f"| total | {sum(h for _, h in rows):.1f} |")
+            steps = math.ceil(tr.get("epochs", 10) * TRAIN_IMAGES.get(ds, 50000) / tr.get("batch", 128))
+            per_step = train[model]["finetune"]["seconds"] * tr.get("batch", 128) / train[model]["finetune"]["batch"]
+            hours["teacher"] += (steps * per_step + test_batches * train[model]["eval"]["seconds"]) / 3600
+            jobs["teacher"] += 1
+        for spec in specs.values():
+            hours["invert"] += inversion_seconds(model, spec, T, B, steps_of[inv_dtype]) * seeds * batches / 3600
+        jobs["invert"] += len(specs) * seeds * batches
+        student = t.get("student") or dis["student"]
+        st = train[student]
+        kd = sum(r["seconds"] for r in st["kd_head_only"]) / len(st["kd_head_only"])
+        kd *= dis["batch"] / st["kd_head_only"][0]["batch"]
+        evals = (dis["steps"] // eval_every if eval_every else 0) + 1
+        per_job = (dis["steps"] * kd + evals * test_batches * st["eval"]["seconds"]
+                   + test_batches * train[model]["eval"]["seconds"]  # the teacher on the real test set
+                   + math.ceil(dis["images"] / EVAL_BATCH) * train[model]["teacher_sparse_fwd"]["seconds"])
+        hours["distill"] += per_job * len(specs) * seeds / 3600
+        jobs["distill"] += len(specs) * seeds
+    if eff.get("enabled", True):
+        step = steps_of[eff.get("dtype", "fp32")]
+        for model in eff["models"]:
+            for spec in method_specs(inv["methods"], eff["iterations"]).values():
+                hours["efficiency_time"] += inversion_seconds(model, spec, eff["iterations"], eff["batch"],
+                                                              step) * eff.get("repeats", 1) / 3600
+            jobs["efficiency_time"] += 1
+    print(f"measured on: {os.path.relpath(a.measured)}")
+    for dtype, st in steps_of.items():
+        print(f"inversion steps ({dtype}): interpolated between {len(st.by_model['*'])} measured stages")
+    print()
+    basis = {"teacher": "fine-tuning steps, measured", "invert": f"stage-sampled ({inv_dtype}), interpolated",
+             "distill": "KD and evaluation steps, measured",
+             "efficiency_time": f"stage-sampled ({eff.get('dtype', 'fp32')}), interpolated"}
+    print("| rule family | jobs | GPU hours on one H200 | from |\n|---|---|---|---|")
+    for name, h in hours.items():
+        print(f"| {name} | {jobs[name]} | {h:.1f} | {basis[name]} |")
+    print(f"| total | {sum(jobs.values())} | {sum(hours.values()):.1f} | |")
     return 0
 
 

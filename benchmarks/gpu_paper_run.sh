@@ -3,12 +3,7 @@
 # weights, T = 4000, 128 output images, config/paper.yaml's fp32 with TF32): wall-clock per job,
 # every stage's warm-up and CUDA-graph capture included. Results: $OUT/paper_run.txt
 #   OUT=/some/dir bash benchmarks/gpu_paper_run.sh [tag ...]    (default tags: pri_v7 smi_default dmi)
-set -u
-cd "$(dirname "$0")/.."
-OUT="${OUT:-$PWD/gpu_check_out}"
-mkdir -p "$OUT"
-PY=python3
-[ -x .venv/bin/python ] && .venv/bin/python -c "import torch" 2>/dev/null && PY=.venv/bin/python
+. "$(dirname "$0")/gpu_env.sh"
 TAGS=("$@")
 [ ${#TAGS[@]} -eq 0 ] && TAGS=(pri_v7 smi_default dmi)
 T=${T:-4000}
