@@ -17,6 +17,17 @@ SUBCOMMANDS = {
 }
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" only where the help text does not already say its default, and
+    not for options whose default is None or a flag's False."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False) or action.default is argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; subcommand modules are imported only for the subcommand asked for."""
     parser = argparse.ArgumentParser(prog="pri", description="Data-free model inversion of Vision Transformers")
@@ -27,7 +38,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             continue
         mod = importlib.import_module(modname)
         p = sub.add_parser(name, help=help_, description=(mod.__doc__ or help_).strip().splitlines()[0],
-                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                           formatter_class=HelpFormatter)
         mod.add_arguments(p)
         p.set_defaults(_run=mod.run, _prog=f"pri {name}")
     return parser

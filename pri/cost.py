@@ -41,8 +41,7 @@ import torch
 from torch import nn
 
 from .errors import PriError
-from .schedules import (DMI, PRI, SMI, SMI_PUBLIC_T, Event, Schedule, _rank, matched_ratio,
-                        scaled_prune_at)
+from .schedules import (DMI, PRI, SMI, SMI_PUBLIC_T, Event, Schedule, _rank, scaled_prune_at)
 
 GROUPS = ("patch_embed", "attn_proj", "attn_matmul", "mlp", "head", "other")
 COMPARED = ("patch_embed", "attn_proj", "attn_matmul", "mlp", "head")  # what fvcore and this model share
@@ -220,7 +219,7 @@ def standard_schedules(n: int, iterations: int = PAPER_T, vs=(2, 4, 7), random: 
     ``smi_star`` (SMI* at SMI's final count) and ``smi_star_v{v}`` (SMI* keeping N // v)."""
     vs = [v for v in vs if v <= n and v <= iterations]
     tags = ["dmi"] + (["smi_default"] if scaled_prune_at(iterations) else [])
-    tags += [f"smi_star"] if ideal and scaled_prune_at(iterations) else []
+    tags += ["smi_star"] if ideal and scaled_prune_at(iterations) else []
     for v in vs:
         tags += [f"smi_v{v}"] if matched and scaled_prune_at(iterations) else []
         tags += [f"smi_star_v{v}"] if ideal else []

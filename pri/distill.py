@@ -56,7 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--student", default=d["student"], help="student architecture (a small suite ViT or a timm ViT)")
     p.add_argument("--student-checkpoint", default=None,
                    help="start the student from this checkpoint (e.g. ImageNet DeiT for SMI's protocol) instead of "
-                        "random weights")
+                        "random weights; 'hub': timm's pretrained weights for --student from the Hugging Face hub "
+                        "(online, or its local cache)")
     p.add_argument("--head-only", action="store_true",
                    help="replace the student's head by a new linear head and train only it (SMI's protocol; "
                         "needs --student-checkpoint)")
@@ -261,9 +262,9 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from .data import DATASETS, load_dataset
-    from .io import atomic_write_json, device_name, versions
-    from .models import build_model, load_model, read_checkpoint, save_checkpoint, sha256_file
-    from .teacher import evaluate, lr_at, param_groups, resolve_device
+    from .io import atomic_write_json, device_name, setup_runtime, versions
+    from .models import HUB, build_model, hub_checkpoint, load_model, read_checkpoint, save_checkpoint, sha256_file
+    from .teacher import evaluate, lr_at, param_groups
     from .vit import grid_size, mask_to_index, num_patches, patch_size, sparse_forward
 
     t_start = time.perf_counter()
@@ -286,12 +287,7 @@ def run(args) -> int:
         raise PriError("--augment-shift", "must be >= 0")
     if args.head_only and not args.student_checkpoint:
         raise PriError("--head-only", "training only a new head needs a pretrained student: give --student-checkpoint")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise PriError("--threads", f"must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    amp = (args.amp == "on") or (args.amp == "auto" and device.type == "cuda")
+    device, amp = setup_runtime(args.threads, args.device, args.amp)
     progress = not args.no_progress
 
     # --- pools --------------------------------------------------------------------------------
@@ -385,10 +381,15 @@ def run(args) -> int:
     # --- student ------------------------------------------------------------------------------
     torch.manual_seed(args.seed)
     if args.student_checkpoint:
-        st = load_model(args.student, args.student_checkpoint, img_size=t_img, option="--student-checkpoint",
-                        frozen=False)
+        hub_id = None
+        path = args.student_checkpoint
+        if path == HUB:
+            path, hub_id = hub_checkpoint(args.student, "--student-checkpoint")
+        st = load_model(args.student, path, img_size=t_img, option="--student-checkpoint", frozen=False)
         smodel, s_mean, s_std = st.model, list(st.mean), list(st.std)
         student_prov = dict(st.provenance)
+        if hub_id:
+            student_prov["hub_id"] = hub_id
         new_head = args.head_only or st.num_classes != num_classes
         if new_head:
             smodel.reset_classifier(num_classes)

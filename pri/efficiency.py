@@ -18,9 +18,9 @@ import torch
 
 from .cost import (BACKWARD, GROUPS, IdealSMI, dims_dict, dims_of, ideal_ratios, schedule_cost, schedule_from_tag,
                    standard_schedules, theorem1)
-from .engine import InversionConfig, resolve_device
+from .engine import InversionConfig
 from .errors import PriError
-from .io import atomic_write_json, device_name, versions
+from .io import atomic_write_json, device_name, resolve_device, set_threads, versions
 from .schedules import PRI, SCORES, Schedule, make_schedule
 from .timing import MODES, resolve_mode
 
@@ -234,10 +234,7 @@ def _params(s: Schedule) -> dict:
 
 
 def run(args) -> int:
-    if args.threads:
-        if args.threads < 1:
-            raise PriError("--threads", f"must be >= 1 (got {args.threads})")
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     what = resolve_what(args.what)
     from .models import load_model
     from .vit import num_patches

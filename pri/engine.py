@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import PriError
-from .io import progress
+from .io import progress, resolve_device
 from .models import Teacher
 from .schedules import Schedule
 from .vit import grid_size, num_patches, patch_size, sparse_forward
@@ -45,19 +45,6 @@ class InversionConfig:
     graphs: str = "auto"  # auto (CUDA graphs on GPU) | off
     graph_warmup: int = 2  # eager steps per stage before capture
     progress: bool = True
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise PriError("--device", "CUDA was asked for but no GPU is visible to torch; use --device cpu "
-                           "(or auto)")
-        return torch.device(device)
-    if device == "cpu":
-        return torch.device("cpu")
-    raise PriError("--device", f"unknown device {device!r}: choose auto, cpu or cuda")
 
 
 class Augment:
@@ -127,14 +114,17 @@ class Stage:
         self.pixel_src = inv.aug.pixel_src[0].clone()
         self.graph = None
         self.steps = 0
-        # pixels of patches outside the active set stay frozen at their value when they left it
-        self.keep, self.frozen = None, None
+        # the clamp to the valid pixel range after each Adam step; pixels of patches outside the
+        # active set get lo = hi = their value when they left it, so the same clamp keeps them frozen
+        self.lo, self.hi = inv.lo, inv.hi
         if active.shape[1] < inv.n:
             mask = torch.zeros(active.shape[0], inv.n, dtype=torch.bool, device=active.device)
             mask.scatter_(1, active, True)
             p, gh, gw = inv.p, inv.gh, inv.gw
-            self.keep = mask.view(-1, 1, gh, 1, gw, 1).expand(-1, 1, gh, p, gw, p).reshape(-1, 1, gh * p, gw * p)
-            self.frozen = inv.x.detach().clone()
+            keep = mask.view(-1, 1, gh, 1, gw, 1).expand(-1, 1, gh, p, gw, p).reshape(-1, 1, gh * p, gw * p)
+            frozen = inv.x.detach()
+            self.lo = torch.where(keep, inv.lo, frozen)
+            self.hi = torch.where(keep, inv.hi, frozen)
 
     def _body(self):
         inv = self.inv
@@ -147,8 +137,7 @@ class Stage:
         loss.backward()
         inv.opt.step()
         with torch.no_grad():
-            x = torch.maximum(torch.minimum(inv.x, inv.hi), inv.lo)
-            inv.x.copy_(x if self.keep is None else torch.where(self.keep, x, self.frozen))
+            inv.x.clamp_(self.lo, self.hi)
         return loss
 
     def step(self, combo: int):

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from .engine import InversionConfig, invert
 from .errors import PriError
-from .io import atomic_torch_save
+from .io import atomic_torch_save, set_threads
 from .models import load_model
 from .schedules import SCORES, make_schedule
 
@@ -46,8 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     if args.v is not None and args.method != "pri":
         raise PriError("--v", f"only PRI takes a division factor (got --method {args.method})")
     if (args.prune_at or args.prune_ratio) and args.method != "smi":

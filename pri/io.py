@@ -1,4 +1,5 @@
-"""Atomic writes: every output appears complete under its final name, or not at all."""
+"""Atomic writes (every output appears complete under its final name, or not at all), the
+runtime set-up the commands share (threads, device, bf16 autocast), provenance and progress."""
 from __future__ import annotations
 
 import json
@@ -6,6 +7,37 @@ import os
 import tempfile
 
 import torch
+
+from .errors import PriError
+
+
+def resolve_device(device: str) -> torch.device:
+    """auto | cpu | cuda[:N] -> a torch.device; a clear error when CUDA is asked for but absent."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise PriError("--device", "CUDA was asked for but no GPU is visible to torch; use --device cpu "
+                           "(or auto)")
+        return torch.device(device)
+    if device == "cpu":
+        return torch.device("cpu")
+    raise PriError("--device", f"unknown device {device!r}: choose auto, cpu or cuda")
+
+
+def set_threads(threads: int | None) -> None:
+    """torch's CPU threads (None: torch's own choice)."""
+    if threads is not None:
+        if threads < 1:
+            raise PriError("--threads", f"must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+
+
+def setup_runtime(threads: int | None, device: str, amp: str = "off") -> tuple[torch.device, bool]:
+    """Threads, device, and whether bf16 autocast is on (amp: on | off | auto = on for CUDA)."""
+    set_threads(threads)
+    dev = resolve_device(device)
+    return dev, amp == "on" or (amp == "auto" and dev.type == "cuda")
 
 
 def _tmp_for(path: str) -> str:

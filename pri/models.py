@@ -21,7 +21,7 @@ from .vit import check_model
 # Small ViTs for the embedded default (Fashion-MNIST 28 px, digits 8 px, CIFAR 32 px).
 SMALL_VITS: dict[str, dict] = {
     # 28 px, 1 channel, 7x7 = 49 patches: the default teacher.
-    "vit_pico_patch4_28": dict(img_size=28, patch_size=4, in_chans=1, embed_dim=96, depth=4, num_heads=3),
+    "vit_pico_patch4_28": dict(img_size=28, patch_size=4, in_chans=1, embed_dim=64, depth=4, num_heads=4),
     # 28 px, 1 channel: the default student (smaller than the teacher).
     "vit_femto_patch4_28": dict(img_size=28, patch_size=4, in_chans=1, embed_dim=64, depth=3, num_heads=2),
     # 8 px digits (scikit-learn), 4x4 = 16 patches.
@@ -197,3 +197,35 @@ def save_checkpoint(path: str, model: nn.Module, name: str, mean, std, provenanc
 
     atomic_torch_save(obj, path)
     return sha256_file(path)
+
+
+HUB = "hub"  # the value of a checkpoint option that means: timm's pretrained weights from the hub
+
+
+def hub_checkpoint(model_name: str, option: str) -> tuple[str, str]:
+    """timm's default pretrained weights for ``model_name`` as a local file: downloaded from the
+    Hugging Face hub, or found in the local hub cache (HF_HUB_CACHE / HF_HOME) when the machine is
+    offline. Returns (path, hub id); a clear error naming ``option`` otherwise."""
+    import timm
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    cfg = timm.models.get_pretrained_cfg(model_name) if model_name not in SMALL_VITS else None
+    hub_id = getattr(cfg, "hf_hub_id", None)
+    if not hub_id:
+        raise PriError(option, f"timm knows no hub weights for {model_name!r}: give a checkpoint path instead of "
+                       f"{HUB!r}")
+    names = [cfg.hf_hub_filename] if getattr(cfg, "hf_hub_filename", None) else []
+    last: Exception | None = None
+    for fname in names + ["model.safetensors", "pytorch_model.bin"]:
+        try:
+            return hf_hub_download(hub_id, fname), hub_id
+        except EntryNotFoundError as e:  # not in this repository under this name: try the next
+            last = e
+        except Exception as e:  # noqa: BLE001 - offline, proxy, authentication: one clear message
+            last = e
+            break
+    first = str(last).strip().splitlines()[0][:200] if last is not None and str(last).strip() else ""
+    raise PriError(option, f"could not get {hub_id} from the Hugging Face hub or its local cache "
+                   f"({type(last).__name__}: {first}). Without a network, download the weights on another "
+                   "machine and give the file's path instead of 'hub'")

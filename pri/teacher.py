@@ -4,6 +4,8 @@ Three modes:
 - from scratch (default: vit_pico_patch4_28 on Fashion-MNIST, a few CPU minutes);
 - ``--init-checkpoint PATH``: fine-tune an ImageNet checkpoint (e.g. DeiT on CIFAR-10/100 at
   224 px, images upsampled per batch) with a new head for the dataset's classes;
+  ``--init-checkpoint hub`` takes timm's pretrained weights for ``--model`` from the Hugging Face
+  hub (online, or its local cache);
 - ``--checkpoint PATH``: load a trained model and only evaluate it (``--out`` then re-writes it
   as a suite checkpoint carrying its measured accuracy).
 
@@ -43,7 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", default=None,
                    help="evaluate this trained checkpoint instead of training (suite checkpoint, .pth or .safetensors)")
     p.add_argument("--init-checkpoint", default=None,
-                   help="fine-tune from this (e.g. ImageNet DeiT) checkpoint; its head is replaced by a new one")
+                   help="fine-tune from this (e.g. ImageNet DeiT) checkpoint; its head is replaced by a new one. "
+                        "'hub': timm's pretrained weights for --model from the Hugging Face hub (online, or its "
+                        "local cache); the file's sha256 is recorded")
     p.add_argument("--num-classes", type=int, default=None, help="classes of the head (default: the dataset's)")
     p.add_argument("--img-size", type=int, default=None,
                    help="model input size; images are resized per batch (default: the model's native size)")
@@ -72,14 +76,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="suite checkpoint to write (required when training)")
     p.add_argument("--metrics", default=None, help="metrics JSON to write (top-1, checkpoint sha256, recipe, versions)")
     p.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bar")
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PriError("--device", "cuda requested but torch sees no CUDA device; use --device cpu")
-    return torch.device(name)
 
 
 def model_geometry(model) -> tuple[int, int]:
@@ -182,8 +178,8 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from .data import DATASETS, batches, load_dataset, prepare  # noqa: F401
-    from .io import atomic_write_json, device_name, versions
-    from .models import SMALL_VITS, build_model, load_model, save_checkpoint, sha256_file
+    from .io import atomic_write_json, device_name, setup_runtime, versions
+    from .models import HUB, SMALL_VITS, build_model, hub_checkpoint, load_model, save_checkpoint, sha256_file
 
     t_start = time.perf_counter()
     if args.dataset not in DATASETS:
@@ -203,12 +199,7 @@ def run(args) -> int:
                        "--crop-pad" if args.crop_pad < 0 else "--grad-clip", "must be >= 0")
     if not 0.0 <= args.label_smoothing < 1.0:
         raise PriError("--label-smoothing", f"must be in [0, 1), got {args.label_smoothing}")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise PriError("--threads", f"must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    amp = (args.amp == "on") or (args.amp == "auto" and device.type == "cuda")
+    device, amp = setup_runtime(args.threads, args.device, args.amp)
     progress = not args.no_progress
 
     # --- data -----------------------------------------------------------------------------
@@ -238,8 +229,12 @@ def run(args) -> int:
             in_chans = int(test_meta["in_chans"]) if SMALL_VITS[args.model]["in_chans"] < test_meta["in_chans"] else None
         model = build_model(args.model, num_classes=num_classes, img_size=args.img_size, in_chans=in_chans)
         init_note = None
-        if args.init_checkpoint:
+        if args.init_checkpoint == HUB:
+            path, hub_id = hub_checkpoint(args.model, "--init-checkpoint")
+            init_note = {"hub_id": hub_id, **_init_from_checkpoint(model, path, num_classes)}
+        elif args.init_checkpoint:
             init_note = _init_from_checkpoint(model, args.init_checkpoint, num_classes)
+        if init_note is not None:
             cfg = getattr(model, "pretrained_cfg", None) or {}
             mean = list(cfg.get("mean") or test_meta["mean"])
             std = list(cfg.get("std") or test_meta["std"])

@@ -37,7 +37,8 @@ from dataclasses import replace
 import torch
 
 from .cost import IdealSMI, schedule_profile
-from .engine import InversionConfig, Inverter, resolve_device
+from .engine import InversionConfig, Inverter
+from .io import resolve_device
 from .errors import PriError
 from .io import device_name
 from .models import Teacher

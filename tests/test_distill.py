@@ -6,20 +6,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from cli_helper import main
 
-from pri.cli import main as _main
 from pri.distill import BucketSampler, augment_sparse, kd_loss, ks_distance, wasserstein1
 from pri.models import build_model, load_model, save_checkpoint
-
-
-def main(argv):
-    """pri's CLI in-process; --threads sets torch's global thread count, so put it back afterwards."""
-    n = torch.get_num_threads()
-    try:
-        return _main(argv)
-    finally:
-        torch.set_num_threads(n)
-
 
 MODEL = "vit_pico_patch2_8"  # 8 px digits, 4x4 = 16 patches of 2 px
 GRID, P, N = 4, 2, 16

@@ -258,7 +258,7 @@ def test_detached_and_pruned_pixels_stay_frozen():
     """Pixels of a patch that left the forward pass keep their value from that moment on."""
     snaps = {}
     inv = Inverter(_teacher(), PRI(4), _cfg(iterations=16, batch=8))
-    pool = inv.run(callback=lambda t, x, emitted: snaps.setdefault(t, (x.clone(), [e.clone() for e in emitted])))
+    inv.run(callback=lambda t, x, emitted: snaps.setdefault(t, (x.clone(), [e.clone() for e in emitted])))
     x4, (first,) = snaps[4]
     x16, _ = snaps[16]
     pm = torch.zeros(2, 49, dtype=torch.bool).scatter_(1, first, True)

@@ -9,20 +9,10 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from cli_helper import main
 
-from pri.cli import main as _main
 from pri.models import load_model, sha256_file
 from pri.teacher import lr_at, random_hflip, random_translate
-
-
-def main(argv):
-    """pri's CLI in-process; --threads sets torch's global thread count, so put it back afterwards."""
-    n = torch.get_num_threads()
-    try:
-        return _main(argv)
-    finally:
-        torch.set_num_threads(n)
-
 
 DIGITS_RECIPE = ["--dataset", "digits", "--model", "vit_pico_patch2_8", "--limit-train", "300", "--epochs", "30",
                  "--batch", "32", "--lr", "3e-3", "--warmup", "2", "--label-smoothing", "0", "--threads", "1",

@@ -5,6 +5,7 @@ import shlex
 import subprocess
 import sys
 
+from pri.models import HUB
 from pri.sweep import cli_args, method_specs
 
 RUN = config["run"]
@@ -21,6 +22,19 @@ PY = shlex.quote(sys.executable)
 PRI = f"{PY} -m pri"
 
 
+def _hub_missing(key, model):
+    """'hub' weights: fetched now, when the workflow is planned (on the submitting machine, so
+    compute nodes without a network find them in the hub cache), or found in that cache."""
+    from pri.errors import PriError
+    from pri.models import hub_checkpoint
+
+    try:
+        hub_checkpoint(model, key)
+    except PriError as e:
+        return [(key, e.message)]
+    return []
+
+
 def _missing_for_teacher(tid, t):
     """[(config key, what is missing and how to get it)] for one teacher's accuracy track."""
     from pri.data import load_dataset
@@ -34,14 +48,19 @@ def _missing_for_teacher(tid, t):
                             "of the suite's small ViTs)")
     if t.get("checkpoint") and not os.path.isfile(t["checkpoint"]):
         out.append((f"{key}.checkpoint", f"file not found: {t['checkpoint']}"))
-    if not t.get("checkpoint") and t.get("init_checkpoint") and not os.path.isfile(t["init_checkpoint"]):
+    if not t.get("checkpoint") and t.get("init_checkpoint") == HUB:
+        out += _hub_missing(f"{key}.init_checkpoint", t["model"])
+    elif not t.get("checkpoint") and t.get("init_checkpoint") and not os.path.isfile(t["init_checkpoint"]):
         out.append((f"{key}.init_checkpoint", f"file not found: {t['init_checkpoint']}"))
     if not t.get("checkpoint") and not t.get("init_checkpoint") and t["model"].startswith(("deit", "vit_base", "vit_small", "vit_large")):
         out.append((f"{key}.checkpoint", f"no trained {t['model']} given: set {key}.checkpoint to a trained "
-                    f"teacher, or {key}.init_checkpoint to ImageNet weights to fine-tune from"))
+                    f"teacher, or {key}.init_checkpoint to ImageNet weights to fine-tune from (a path, or "
+                    f"'hub' for timm's weights from the Hugging Face hub)"))
     student_ckpt = t.get("student_checkpoint") or DIS.get("student_checkpoint")
-    if student_ckpt and not os.path.isfile(student_ckpt):
-        key_s = f"{key}.student_checkpoint" if t.get("student_checkpoint") else "distill.student_checkpoint"
+    key_s = f"{key}.student_checkpoint" if t.get("student_checkpoint") else "distill.student_checkpoint"
+    if student_ckpt == HUB:
+        out += _hub_missing(key_s, t.get("student") or DIS["student"])
+    elif student_ckpt and not os.path.isfile(student_ckpt):
         out.append((key_s, f"file not found: {student_ckpt}"))
     try:
         load_dataset(t["dataset"], t.get("data_root"), split="test", option=f"{key}.data_root")
