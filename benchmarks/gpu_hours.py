@@ -10,7 +10,8 @@ measured on one H200 (benchmarks/results/h200, written by benchmarks/gpu_check.p
   step (batch 32) and per evaluation batch (512) of DeiT-Ti/S/B, measured directly
   (``train_steps.json``), times the steps the config asks for.
 
-Data loading, process start-up and checkpoint writing are not counted; on a cluster, add queue time.
+Data loading, process start-up, checkpoint writing and the few score forwards of SMI and PRI
+(a few per cent of their loops) are not counted; on a cluster, add queue time.
 
     python benchmarks/gpu_hours.py [--config config/paper.yaml] [--measured benchmarks/results/h200]
 """
@@ -106,12 +107,14 @@ def main(argv=None) -> int:
     for t in cfg["teachers"].values():
         model, ds = t["model"], t["dataset"]
         test_batches = math.ceil(TEST_IMAGES.get(ds, 10000) / EVAL_BATCH)
+        # the teacher rule fine-tunes (no checkpoint) or only evaluates (a checkpoint)
+        seconds = test_batches * train[model]["eval"]["seconds"]
         if not t.get("checkpoint"):
             tr = t.get("train", {})
             steps = math.ceil(tr.get("epochs", 10) * TRAIN_IMAGES.get(ds, 50000) / tr.get("batch", 128))
-            per_step = train[model]["finetune"]["seconds"] * tr.get("batch", 128) / train[model]["finetune"]["batch"]
-            hours["teacher"] += (steps * per_step + test_batches * train[model]["eval"]["seconds"]) / 3600
-            jobs["teacher"] += 1
+            seconds += steps * train[model]["finetune"]["seconds"] * tr.get("batch", 128) / train[model]["finetune"]["batch"]
+        hours["teacher"] += seconds / 3600
+        jobs["teacher"] += 1
         for spec in specs.values():
             hours["invert"] += inversion_seconds(model, spec, T, B, steps_of[inv_dtype]) * seeds * batches / 3600
         jobs["invert"] += len(specs) * seeds * batches
@@ -119,17 +122,21 @@ def main(argv=None) -> int:
         st = train[student]
         kd = sum(r["seconds"] for r in st["kd_head_only"]) / len(st["kd_head_only"])
         kd *= dis["batch"] / st["kd_head_only"][0]["batch"]
-        evals = (dis["steps"] // eval_every if eval_every else 0) + 1
+        evals = ((dis["steps"] - 1) // eval_every if eval_every else 0) + 1  # every eval_every steps, and the last
         per_job = (dis["steps"] * kd + evals * test_batches * st["eval"]["seconds"]
                    + test_batches * train[model]["eval"]["seconds"]  # the teacher on the real test set
                    + math.ceil(dis["images"] / EVAL_BATCH) * train[model]["teacher_sparse_fwd"]["seconds"])
         hours["distill"] += per_job * len(specs) * seeds / 3600
         jobs["distill"] += len(specs) * seeds
     if eff.get("enabled", True):
+        # the efficiency_time rule: efficiency.time_tags (default: every tag) at efficiency.time_batch
         step = steps_of[eff.get("dtype", "fp32")]
+        eff_specs = method_specs(inv["methods"], eff["iterations"])
+        tags = eff.get("time_tags") or list(eff_specs)
         for model in eff["models"]:
-            for spec in method_specs(inv["methods"], eff["iterations"]).values():
-                hours["efficiency_time"] += inversion_seconds(model, spec, eff["iterations"], eff["batch"],
+            for tag in tags:
+                hours["efficiency_time"] += inversion_seconds(model, eff_specs[tag], eff["iterations"],
+                                                              eff.get("time_batch") or eff["batch"],
                                                               step) * eff.get("repeats", 1) / 3600
             jobs["efficiency_time"] += 1
     print(f"measured on: {os.path.relpath(a.measured)}")

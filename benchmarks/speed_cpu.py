@@ -77,7 +77,7 @@ def profile(name: str, batch: int, steps: int = 5) -> None:
         "augment gather (fwd)": lambda: Augment.apply(x.detach(), src),
         "TV fwd+bwd": lambda: torch.autograd.grad(total_variation(x), x),
         "Adam step": lambda: inv.opt.step(),
-        "clamp": lambda: torch.maximum(torch.minimum(x.detach(), inv.hi), inv.lo),
+        "clamp": lambda: x.detach().clamp(inv.lo, inv.hi),
     }
     x.grad = torch.zeros_like(x)
     print(f"\n== {name} batch {batch}: pixel-space work per step (independent of the active count)")

@@ -41,7 +41,7 @@ import torch
 from torch import nn
 
 from .errors import PriError
-from .schedules import (DMI, PRI, SMI, SMI_PUBLIC_T, Event, Schedule, _rank, scaled_prune_at)
+from .schedules import DMI, PRI, SMI, SMI_PUBLIC_T, Event, Schedule, _rank, scaled_prune_at
 
 GROUPS = ("patch_embed", "attn_proj", "attn_matmul", "mlp", "head", "other")
 COMPARED = ("patch_embed", "attn_proj", "attn_matmul", "mlp", "head")  # what fvcore and this model share
@@ -365,25 +365,6 @@ def theorem1(model, v: int, iterations: int = PAPER_T, prefix: bool = True) -> d
     }
 
 
-# --------------------------------------------------------------------------- tables
-def cost_rows(model, schedules: dict, iterations: int, backward: str = "convention") -> list:
-    """One row per schedule: MACs per image by group, totals, and the ratio to DMI if present."""
-    d = dims_of(model)
-    rows = []
-    for tag, s in schedules.items():
-        s.validate(d.num_patches, iterations, max(1, s.images_per_trajectory()))
-        c = schedule_cost(d, s, iterations, backward)
-        rows.append({"tag": tag, **s.params(), "iterations": iterations, **{f"macs_{g}": c["macs_per_image"][g]
-                     for g in GROUPS}, "macs_total": c["total"], "macs_compared": c["compared"],
-                     "macs_ideal": c["ideal"], "macs_score": c["score_macs_per_image"], "mean_active": c["mean_active"],
-                     "images_per_trajectory": s.images_per_trajectory(), "backward": backward})
-    base = next((r for r in rows if r["tag"] == "dmi"), None)
-    for r in rows:
-        if base is not None:
-            r["dmi_over_this_total"] = base["macs_total"] / r["macs_total"]
-            r["dmi_over_this_ideal"] = base["macs_ideal"] / r["macs_ideal"]
-    return rows
-
-
+# --------------------------------------------------------------------------- helpers
 def dims_dict(d: ModelDims) -> dict:
     return asdict(d)

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import PriError
+from .io import progress as progress_bar
 
 # Defaults for a from-scratch student on a few hundred to a few thousand synthetic images (CPU):
 # AdamW with a short warm-up and cosine decay trains a random-init ViT far more reliably than SGD;
@@ -259,8 +260,6 @@ def _normalise(u8: torch.Tensor, mean, std) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------
 
 def run(args) -> int:
-    from tqdm import tqdm
-
     from .data import DATASETS, load_dataset
     from .io import atomic_write_json, device_name, setup_runtime, versions
     from .models import HUB, build_model, hub_checkpoint, load_model, read_checkpoint, save_checkpoint, sha256_file
@@ -314,7 +313,7 @@ def run(args) -> int:
         del obj
         if tname is None:
             raise PriError("--teacher-model", f"{args.teacher} does not record its architecture: pass --teacher-model")
-    teacher = load_model(tname, args.teacher, option="--teacher", frozen=True)
+    teacher = load_model(tname, args.teacher, option="--teacher", frozen=True, model_option="--teacher-model")
     tmodel = teacher.model.to(device).eval()
     t_sha = teacher.provenance.get("sha256")
     for path, pt in zip(args.pool, pool_teachers):
@@ -328,10 +327,8 @@ def run(args) -> int:
     if (C, H, W) != (t_ch, t_img, t_img) or masks_all.shape[1] != N:
         raise PriError("--pool", f"pool images are {C}x{H}x{W} with {masks_all.shape[1]} patches; the teacher takes "
                        f"{t_ch}x{t_img}x{t_img} with {N} patches")
-    pool_mean = next((pt.get("mean") for pt in pool_teachers if pt.get("mean")), None)
-    pool_std = next((pt.get("std") for pt in pool_teachers if pt.get("std")), None)
-    px_mean = list(pool_mean) if pool_mean else list(teacher.mean)
-    px_std = list(pool_std) if pool_std else list(teacher.std)
+    # pool images are stored as pixels: the teacher fed here normalises them its own way
+    px_mean, px_std = list(teacher.mean), list(teacher.std)
     num_classes = teacher.num_classes
     if len(labels_all) and (int(labels_all.min()) < 0 or int(labels_all.max()) >= num_classes):
         raise PriError("--pool", f"pool labels outside 0..{num_classes - 1} (the teacher's classes)")
@@ -385,7 +382,8 @@ def run(args) -> int:
         path = args.student_checkpoint
         if path == HUB:
             path, hub_id = hub_checkpoint(args.student, "--student-checkpoint")
-        st = load_model(args.student, path, img_size=t_img, option="--student-checkpoint", frozen=False)
+        st = load_model(args.student, path, img_size=t_img, option="--student-checkpoint", frozen=False,
+                        model_option="--student")
         smodel, s_mean, s_std = st.model, list(st.mean), list(st.std)
         student_prov = dict(st.provenance)
         if hub_id:
@@ -395,7 +393,7 @@ def run(args) -> int:
             smodel.reset_classifier(num_classes)
         student_prov["new_head"] = bool(new_head)
     else:
-        smodel = build_model(args.student, num_classes=num_classes, img_size=t_img, in_chans=t_ch)
+        smodel = build_model(args.student, num_classes=num_classes, img_size=t_img, in_chans=t_ch, option="--student")
         s_mean, s_std = list(px_mean), list(px_std)
         student_prov = {"model": args.student, "init": "random", "seed": args.seed, "sha256": "random-init"}
     if grid_size(smodel) != grid_size(tmodel) or patch_size(smodel) != patch_size(tmodel):
@@ -482,7 +480,7 @@ def run(args) -> int:
     best = {"top1": -1.0, "step": None}
     set_train_mode()
     t_train = time.perf_counter()
-    bar = tqdm(total=args.steps, desc=f"distill {args.student}", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(args.steps, progress, f"distill {args.student}")
     loss_ema = None
     for step in range(args.steps):
         k, b = sampler.next()

@@ -21,6 +21,7 @@ from .cost import (BACKWARD, GROUPS, IdealSMI, dims_dict, dims_of, ideal_ratios,
 from .engine import InversionConfig
 from .errors import PriError
 from .io import atomic_write_json, device_name, resolve_device, set_threads, versions
+from .io import progress as progress_bar
 from .schedules import PRI, SCORES, Schedule, make_schedule
 from .timing import MODES, resolve_mode
 
@@ -163,8 +164,6 @@ def efficiency_table(model_name: str, schedules: dict, iterations: int = 4000, b
                      cost_macs_score=c["score_macs_per_image"], mean_active=c["mean_active"])
             det[tag]["profile"] = c["profile"]
     if "flops" in what:
-        from tqdm.auto import tqdm
-
         from .cost import schedule_profile
         from .flops import FlopCounter
 
@@ -173,7 +172,7 @@ def efficiency_table(model_name: str, schedules: dict, iterations: int = 4000, b
         for s in schedules.values():
             prof = schedule_profile(s, n, iterations)
             todo |= {(k, False) for k in prof["steps"]} | {(k, True) for k in prof["scores"]}
-        bar = tqdm(total=len(todo), desc="flops (fvcore)", disable=not progress, unit="count")
+        bar = progress_bar(len(todo), progress, "flops (fvcore)", unit="count")
         for k, sc in sorted(todo, reverse=True):
             fc.forward(k, score=sc)
             bar.update(1)

@@ -208,7 +208,7 @@ class Inverter:
         x0 = torch.randn(b, self.c, self.h, self.w, generator=self.g_init)
         self.x = x0.to(self.device).requires_grad_(True)
         with torch.no_grad():
-            self.x.copy_(torch.maximum(torch.minimum(self.x, self.hi), self.lo))
+            self.x.clamp_(self.lo, self.hi)
         # capturable on every GPU run, graphs or not, so that both paths do the same Adam arithmetic
         self.opt = torch.optim.Adam([self.x], lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                     capturable=self.device.type == "cuda")

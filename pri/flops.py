@@ -182,8 +182,3 @@ class FlopCounter:
         return {"macs_per_image": per, "total": sum(per.values()), "compared": sum(per[g] for g in COMPARED),
                 "backward": backward, "distinct_counts": sorted(prof["steps"], reverse=True),
                 "skipped_ops": dict(self.skipped), "sdpa_handler": self.sdpa_handler}
-
-
-def schedule_flops(model: nn.Module, schedule: Schedule, iterations: int, backward: str = "convention",
-                   sdpa_handler: bool = True) -> dict:
-    return FlopCounter(model, sdpa_handler=sdpa_handler).schedule(schedule, iterations, backward)

@@ -92,7 +92,6 @@ def device_name(device: torch.device) -> str:
 def progress(total, enabled=True, desc=None, **kw):
     """A tqdm progress bar. On a terminal it refreshes every second; in a log file (a workflow
     rule) it writes a line every TQDM_MININTERVAL seconds (default 15) so logs stay readable."""
-    import os
     import sys
 
     from tqdm.auto import tqdm

@@ -42,8 +42,8 @@ def known_model(name: str) -> bool:
 
 
 def build_model(name: str, num_classes: int | None = None, img_size: int | None = None,
-                in_chans: int | None = None) -> nn.Module:
-    """A randomly initialised timm VisionTransformer (no download)."""
+                in_chans: int | None = None, option: str = "--model") -> nn.Module:
+    """A randomly initialised timm VisionTransformer (no download); errors name ``option``."""
     import timm
     from timm.models.vision_transformer import VisionTransformer
 
@@ -64,15 +64,15 @@ def build_model(name: str, num_classes: int | None = None, img_size: int | None 
         try:
             model = timm.create_model(name, pretrained=False, **kw)
         except Exception as e:  # noqa: BLE001 - timm raises many kinds for bad kwargs
-            raise PriError("--model", f"timm could not build {name!r} with {kw}: {e}") from e
+            raise PriError(option, f"timm could not build {name!r} with {kw}: {e}") from e
     else:
         small = ", ".join(sorted(SMALL_VITS))
-        raise PriError("--model", f"unknown model {name!r}: give a timm ViT name "
+        raise PriError(option, f"unknown model {name!r}: give a timm ViT name "
                        f"(e.g. deit_tiny_patch16_224) or one of {small}")
     try:
         check_model(model)
     except ValueError as e:
-        raise PriError("--model", f"{name!r} cannot be inverted: {e}") from e
+        raise PriError(option, f"{name!r} cannot be inverted: {e}") from e
     return model
 
 
@@ -132,7 +132,7 @@ class Teacher:
 
 def load_model(name: str, checkpoint: str | None = None, num_classes: int | None = None,
                img_size: int | None = None, in_chans: int | None = None, option: str = "--checkpoint",
-               frozen: bool = True) -> Teacher:
+               frozen: bool = True, model_option: str = "--model") -> Teacher:
     """Build ``name`` and load ``checkpoint`` into it (or keep random weights).
 
     A suite checkpoint (written by ``pri teacher``) carries its own architecture arguments,
@@ -145,13 +145,13 @@ def load_model(name: str, checkpoint: str | None = None, num_classes: int | None
         if obj.get("format") == SUITE_FORMAT:
             meta = obj
             if obj.get("arch") != name:
-                raise PriError("--model", f"{checkpoint} holds a {obj.get('arch')!r}, not {name!r}: "
-                               f"pass --model {obj.get('arch')}")
+                raise PriError(model_option, f"{checkpoint} holds a {obj.get('arch')!r}, not {name!r}: "
+                               f"pass {model_option} {obj.get('arch')}")
             kw = obj.get("model_kwargs", {})
             num_classes = kw.get("num_classes", num_classes) if num_classes is None else num_classes
             img_size = kw.get("img_size", img_size) if img_size is None else img_size
             in_chans = kw.get("in_chans", in_chans) if in_chans is None else in_chans
-    model = build_model(name, num_classes=num_classes, img_size=img_size, in_chans=in_chans)
+    model = build_model(name, num_classes=num_classes, img_size=img_size, in_chans=in_chans, option=model_option)
     prov = {"model": name, "num_classes": int(model.num_classes),
             "img_size": int(model.patch_embed.img_size[0]), "in_chans": int(model.patch_embed.proj.in_channels)}
     if obj is not None:

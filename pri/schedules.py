@@ -101,6 +101,8 @@ class Schedule:
             raise PriError("--iterations", f"must be >= 1 (got {iterations})")
         if batch < 1:
             raise PriError("--batch", f"must be >= 1 (got {batch})")
+        if self.score != "none" and self.score not in SCORES:
+            raise PriError("--score", f"unknown score {self.score!r}: choose one of {', '.join(SCORES)}")
 
 
 def _rank(score: torch.Tensor) -> torch.Tensor:
@@ -130,8 +132,6 @@ class SMI(Schedule):
 
     def validate(self, n, iterations, batch):
         super().validate(n, iterations, batch)
-        if self.score not in SCORES:
-            raise PriError("--score", f"unknown score {self.score!r}: choose one of {', '.join(SCORES)}")
         if not self.prune_at:
             raise PriError("--prune-at", "SMI needs at least one prune iteration (e.g. --prune-at 50 100 200 300)")
         if len(self.ratios) != len(self.prune_at):
@@ -174,8 +174,6 @@ class PRI(Schedule):
 
     def validate(self, n, iterations, batch):
         super().validate(n, iterations, batch)
-        if self.score not in SCORES:
-            raise PriError("--score", f"unknown score {self.score!r}: choose one of {', '.join(SCORES)}")
         if not 1 <= self.v <= n:
             raise PriError("--v", f"division factor must lie in [1, {n}] (the model has {n} patches; got {self.v})")
         if iterations < self.v:

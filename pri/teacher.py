@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import PriError
+from .io import progress as progress_bar
 
 # The default recipe, tuned on 2 CPU cores for Fashion-MNIST: a short schedule (4 epochs) wants a
 # high peak learning rate (4e-3 beat 1e-3 and 2e-3) and no augmentation (the model underfits);
@@ -125,8 +126,6 @@ def random_hflip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
 def evaluate(model, images, labels, num_classes: int, img_size: int, mean, std, device, batch: int = 512,
              amp: bool = False, workers: int = 0, progress: bool = False) -> dict:
     """Dense top-1 and per-class accuracy of ``model`` on (images in [0, 1], labels)."""
-    from tqdm import tqdm
-
     from .data import batches, prepare
 
     was_training = model.training
@@ -134,7 +133,7 @@ def evaluate(model, images, labels, num_classes: int, img_size: int, mean, std, 
     correct = torch.zeros(num_classes, dtype=torch.long)
     count = torch.zeros(num_classes, dtype=torch.long)
     it = batches(images, labels, batch, num_workers=workers)
-    for x, y in tqdm(it, total=math.ceil(len(labels) / batch), desc="eval", disable=not progress, leave=False):
+    for x, y in progress_bar(math.ceil(len(labels) / batch), progress, "eval", iterable=it, leave=False):
         x = prepare(x.to(device), img_size, mean, std)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             pred = model(x).argmax(-1).cpu()
@@ -175,8 +174,6 @@ def _init_from_checkpoint(model, path: str, num_classes: int) -> dict:
 
 
 def run(args) -> int:
-    from tqdm import tqdm
-
     from .data import DATASETS, batches, load_dataset, prepare  # noqa: F401
     from .io import atomic_write_json, device_name, setup_runtime, versions
     from .models import HUB, SMALL_VITS, build_model, hub_checkpoint, load_model, save_checkpoint, sha256_file
@@ -280,7 +277,7 @@ def run(args) -> int:
         opt = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.999))
         model.train()
         t0 = time.perf_counter()
-        bar = tqdm(total=total, desc=f"teacher {args.model}", disable=not progress, dynamic_ncols=True)
+        bar = progress_bar(total, progress, f"teacher {args.model}")
         loss_ema = None
         while steps < total:
             order = torch.randperm(n_train, generator=gen)

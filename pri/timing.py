@@ -38,9 +38,9 @@ import torch
 
 from .cost import IdealSMI, schedule_profile
 from .engine import InversionConfig, Inverter
-from .io import resolve_device
 from .errors import PriError
-from .io import device_name
+from .io import device_name, resolve_device
+from .io import progress as progress_bar
 from .models import Teacher
 from .schedules import DMI, Schedule
 from .vit import num_patches
@@ -167,12 +167,7 @@ class StageSampler:
         b = schedule.trajectories(self.cfg.batch)
         return b, schedule_profile(schedule, self.n, iterations)
 
-    def pending(self, schedule: Schedule, iterations: int) -> int:
-        b, prof = self.plan(schedule, iterations)
-        return (sum((b, k) not in self.steps_cache for k in prof["steps"])
-                + sum((b, k) not in self.score_cache for k in prof["scores"]))
-
-    def time_schedule(self, schedule: Schedule, iterations: int, tick=None) -> dict:
+    def time_schedule(self, schedule: Schedule, iterations: int) -> dict:
         schedule.validate(self.n, iterations, self.cfg.batch)
         b, prof = self.plan(schedule, iterations)
         stages, scores = [], []
@@ -181,14 +176,10 @@ class StageSampler:
             r = self.step(b, k)
             stages.append({**r, "iterations": it})
             loop += r["step_seconds"] * it
-            if tick:
-                tick()
         for k, cnt in prof["scores"].items():
             r = self.score(b, k)
             scores.append({**r, "count": cnt})
             loop += r["seconds"] * cnt
-            if tick:
-                tick()
         images = b * schedule.images_per_trajectory()
         peak = max(s["peak_memory_mb"] for s in stages)
         return {
@@ -260,14 +251,12 @@ def time_schedules(teacher: Teacher, schedules: dict, cfg: InversionConfig, mode
                    warmup: int = 2, repeats: int = 3, progress: bool = True) -> dict:
     """Time many schedules on one teacher: ``{tag: result}``. Stage-sampled timings of equal
     (trajectories, active count) are shared between schedules."""
-    from tqdm.auto import tqdm
-
     check_counts(steps, warmup, repeats)
     device = resolve_device(cfg.device)
     mode = resolve_mode(mode, device)
     out = {}
     if mode == "full":
-        bar = tqdm(total=len(schedules) * repeats, desc="time (full)", disable=not progress, unit="run")
+        bar = progress_bar(len(schedules) * repeats, progress, "time (full)", unit="run")
         for tag, s in schedules.items():
             bar.set_postfix_str(tag, refresh=False)
             out[tag] = time_full(teacher, s, cfg, warmup=warmup, repeats=repeats, tick=lambda: bar.update(1))
@@ -276,14 +265,12 @@ def time_schedules(teacher: Teacher, schedules: dict, cfg: InversionConfig, mode
     sampler = StageSampler(teacher, cfg, steps=steps, warmup=warmup, repeats=repeats)
     for s in schedules.values():  # validate before any timing
         s.validate(sampler.n, cfg.iterations, cfg.batch)
-    total = 0
     seen_steps, seen_scores = set(), set()
     for s in schedules.values():
         b, prof = sampler.plan(s, cfg.iterations)
         seen_steps |= {(b, k) for k in prof["steps"]}
         seen_scores |= {(b, k) for k in prof["scores"]}
-    total = len(seen_steps) + len(seen_scores)
-    bar = tqdm(total=total, desc="time (stage-sampled)", disable=not progress, unit="stage")
+    bar = progress_bar(len(seen_steps) + len(seen_scores), progress, "time (stage-sampled)", unit="stage")
     for tag, s in schedules.items():
         bar.set_postfix_str(tag, refresh=False)
         before = len(sampler.steps_cache) + len(sampler.score_cache)

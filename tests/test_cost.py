@@ -146,4 +146,7 @@ def test_tags_and_errors():
     with pytest.raises(PriError) as e:
         step_macs(synthetic(196, 64), 10, backward="nope")
     assert e.value.option == "--backward"
-    assert not math.isnan(theorem1(synthetic(49, 96, 4), 7)["attn_ratio_integral"])
+    assert math.isfinite(theorem1(synthetic(49, 96, 4), 7)["attn_ratio_integral"])
+    with pytest.raises(PriError) as e:
+        IdealSMI(5, score="bogus").validate(49, 10, 4)
+    assert e.value.option == "--score"

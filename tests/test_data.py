@@ -199,7 +199,7 @@ def test_imagefolder_lazy(tmp_path):
             d.mkdir(parents=True)
             for i in range(n):
                 Image.fromarray(rng.integers(0, 256, size=(20 + i, 30, 3), dtype=np.uint8)).save(d / f"{i}.png")
-    (tmp_path / "train" / "cat" / "notes.txt").write_text("not an image")
+    (tmp_path / "val" / "cat" / "notes.txt").write_text("not an image")  # skipped: not an image
     ds, y, meta = load_dataset("imagefolder", str(tmp_path), "test", img_size=16)
     assert len(ds) == 5 and y.tolist() == [0, 0, 1, 1, 1]
     assert meta["num_classes"] == 2 and meta["class_names"] == ["cat", "dog"]

@@ -161,6 +161,12 @@ def test_bad_inputs_name_options(tmp_path, teacher, capsys):
     assert rc == 2 and "--head-only" in capsys.readouterr().err
     rc, _ = distill(tmp_path, tpath, [pool], "--student", "vit_femto_patch4_28")
     assert rc == 2 and "--student" in capsys.readouterr().err
+    rc, _ = distill(tmp_path, tpath, [pool], "--student", "not_a_vit")
+    err = capsys.readouterr().err
+    assert rc == 2 and "--student: unknown model 'not_a_vit'" in err, err
+    rc, _ = distill(tmp_path, tpath, [pool], "--teacher-model", "vit_femto_patch4_28")
+    err = capsys.readouterr().err
+    assert rc == 2 and "--teacher-model" in err and "--model" not in err, err
 
 
 def test_dataset_from_teacher_provenance(tmp_path, teacher):
@@ -229,6 +235,14 @@ def test_augment_moves_the_mask_with_the_pixels():
     inside = pixel_mask(ma)
     assert (xa[~inside] == 0).all() and (xa[inside] > 0).all()
     assert sorted(xa.flatten().tolist()) == sorted(x.flatten().tolist())
+    # each image is one roll by whole patches (at most 1 per axis), maybe flipped, and most moved
+    moved = 0
+    for i in range(8):
+        cands = [torch.roll(x[i], (dy * P, dx * P), (-2, -1)) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+        cands += [c.flip(-1) for c in cands]
+        assert any(torch.equal(xa[i], c) for c in cands)
+        moved += not torch.equal(xa[i], x[i])
+    assert moved >= 4
 
 
 def test_kd_loss():

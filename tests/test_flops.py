@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pri.cost import COMPARED, GROUPS, ModelDims, forward_macs, schedule_cost
+from pri.cost import COMPARED, GROUPS, ModelDims, forward_macs, schedule_cost, schedule_profile
 from pri.flops import FlopCounter, count_forward, meta_copy
 from pri.models import build_model
 from pri.schedules import PRI, make_schedule
@@ -65,11 +65,15 @@ def test_small_vit_and_schedule_integral():
     d = ModelDims.from_model(m)
     fc = FlopCounter(m)
     T = 200
+    needed = set()
     for s in (make_schedule("dmi"), make_schedule("smi", prune_at=[3, 5, 10, 15]), PRI(4), PRI(7, score="random")):
+        prof = schedule_profile(s, 49, T)
+        needed |= {(k, False) for k in prof["steps"]} | {(k, True) for k in prof["scores"]}
         f = fc.schedule(s, T)
         c = schedule_cost(d, s, T)
         assert f["compared"] == pytest.approx(c["compared"], rel=0.01)
         for g in GROUPS:
             assert f["macs_per_image"][g] == pytest.approx(c["macs_per_image"][g], rel=0.01, abs=1)
-    # each distinct count traced once (plus score forwards)
-    assert len(fc.cache) <= 49 and "aten::gelu" in fc.skipped
+    # exactly the distinct (count, score forward) pairs were traced, each once
+    assert set(fc.cache) == needed
+    assert fc.skipped["aten::gelu"] == sum(r["skipped"].get("aten::gelu", 0) for r in fc.cache.values()) > 0

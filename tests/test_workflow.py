@@ -128,7 +128,10 @@ def test_tiny_config_end_to_end_interrupted_and_resumed(tmp_path):
     old = json.loads(metrics.read_text())
     # (a target names the output as the rule writes it: relative to the working directory)
     pool = (run_dir / "pools" / "digits" / "pri_v4" / "seed1" / "batch0.pt").relative_to(tmp_path)
-    r = subprocess.run(args + ["--forcerun", str(pool), "--until", "distill"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    stamps = {f: (tmp_path / f).stat().st_mtime_ns for f in (pool, metrics)}
+    r = subprocess.run(args + ["--forcerun", str(pool), "--until", "distill"], cwd=tmp_path, capture_output=True,
+                       text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert all((tmp_path / f).stat().st_mtime_ns != t for f, t in stamps.items()), "the job was not redone"
     new = json.loads(metrics.read_text())
     assert new["top1"] == old["top1"] and new.get("top1_best") == old.get("top1_best")

@@ -35,6 +35,11 @@ def _hub_missing(key, model):
     return []
 
 
+def student_of(t):
+    """(architecture, checkpoint or None) of a teacher's student: its own keys, else distill's."""
+    return t.get("student") or DIS["student"], t.get("student_checkpoint") or DIS.get("student_checkpoint")
+
+
 def _missing_for_teacher(tid, t):
     """[(config key, what is missing and how to get it)] for one teacher's accuracy track."""
     from pri.data import load_dataset
@@ -56,10 +61,10 @@ def _missing_for_teacher(tid, t):
         out.append((f"{key}.checkpoint", f"no trained {t['model']} given: set {key}.checkpoint to a trained "
                     f"teacher, or {key}.init_checkpoint to ImageNet weights to fine-tune from (a path, or "
                     f"'hub' for timm's weights from the Hugging Face hub)"))
-    student_ckpt = t.get("student_checkpoint") or DIS.get("student_checkpoint")
+    student, student_ckpt = student_of(t)
     key_s = f"{key}.student_checkpoint" if t.get("student_checkpoint") else "distill.student_checkpoint"
     if student_ckpt == HUB:
-        out += _hub_missing(key_s, t.get("student") or DIS["student"])
+        out += _hub_missing(key_s, student)
     elif student_ckpt and not os.path.isfile(student_ckpt):
         out.append((key_s, f"file not found: {student_ckpt}"))
     try:

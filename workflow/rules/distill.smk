@@ -3,8 +3,7 @@
 
 def distill_args(w):
     t = TEACHERS[w.teacher]
-    student = t.get("student") or DIS["student"]
-    student_ckpt = t.get("student_checkpoint") or DIS.get("student_checkpoint")
+    student, student_ckpt = student_of(t)
     args = [f"--dataset {t['dataset']}", f"--student {student}", f"--images {DIS['images']}",
             f"--steps {DIS['steps']}", f"--batch {DIS['batch']}"]
     if t.get("data_root"):

@@ -4,7 +4,7 @@
 # core (and, on Slurm, a whole GPU) so two timed jobs never share a device.
 
 EFF_TAGS = TAGS + ["smi_star"] + [f"smi_star_v{v}" for v in INV["methods"].get("pri", [])]
-TIME_TAGS = [t for t in (EFF["time_tags"] or TAGS)]
+TIME_TAGS = list(EFF["time_tags"] or TAGS)
 
 
 rule efficiency_flops:
