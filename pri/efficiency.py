@@ -96,7 +96,9 @@ def schedules_from_args(args, n: int) -> dict:
 
         prune_at = scaled_prune_at(args.iterations)
     s = make_schedule(args.method, v=args.v, prune_at=prune_at, prune_ratio=args.prune_ratio, score=args.score)
-    tag = {"dmi": "dmi", "smi": "smi_default"}.get(args.method) or \
+    # SMI with its own --prune-at / --prune-ratio is not the public default: tag it "smi"
+    smi_tag = "smi" if args.prune_at or args.prune_ratio else "smi_default"
+    tag = {"dmi": "dmi", "smi": smi_tag}.get(args.method) or \
         (f"pri_random_v{args.v}" if args.score == "random" else f"pri_v{args.v}")
     return {tag: s}
 

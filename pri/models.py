@@ -41,6 +41,16 @@ def known_model(name: str) -> bool:
     return name in SMALL_VITS or timm.is_model(name)
 
 
+def native_img_size(name: str) -> int:
+    """The input side a model is built with by default (small ViTs: theirs; timm: its pretrained config)."""
+    if name in SMALL_VITS:
+        return int(SMALL_VITS[name]["img_size"])
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(name) if timm.is_model(name) else None
+    return int(cfg.input_size[-1]) if cfg is not None and getattr(cfg, "input_size", None) else 224
+
+
 def build_model(name: str, num_classes: int | None = None, img_size: int | None = None,
                 in_chans: int | None = None, option: str = "--model") -> nn.Module:
     """A randomly initialised timm VisionTransformer (no download); errors name ``option``."""

@@ -176,7 +176,8 @@ def _init_from_checkpoint(model, path: str, num_classes: int) -> dict:
 def run(args) -> int:
     from .data import DATASETS, batches, load_dataset, prepare  # noqa: F401
     from .io import atomic_write_json, device_name, setup_runtime, versions
-    from .models import HUB, SMALL_VITS, build_model, hub_checkpoint, load_model, save_checkpoint, sha256_file
+    from .models import (HUB, SMALL_VITS, build_model, hub_checkpoint, load_model, native_img_size, save_checkpoint,
+                         sha256_file)
 
     t_start = time.perf_counter()
     if args.dataset not in DATASETS:
@@ -200,7 +201,7 @@ def run(args) -> int:
     progress = not args.no_progress
 
     # --- data -----------------------------------------------------------------------------
-    img_size_hint = args.img_size or (SMALL_VITS[args.model]["img_size"] if args.model in SMALL_VITS else 224)
+    img_size_hint = args.img_size or native_img_size(args.model)
     test_x, test_y, test_meta = load_dataset(args.dataset, args.data_root, "test", img_size=img_size_hint)
     ds_classes = int(test_meta["num_classes"])
     num_classes = args.num_classes or ds_classes

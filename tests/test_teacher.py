@@ -135,3 +135,12 @@ def test_deit_finetune_smoke(tmp_path):
     w0 = imnet.blocks[0].attn.qkv.weight
     w1 = t.model.blocks[0].attn.qkv.weight
     assert (w1 - w0).abs().max() < 0.05 and not torch.equal(w0, w1)
+
+
+def test_test_images_are_loaded_at_the_models_native_size():
+    """Test images are read (ImageFolder: resized and cropped) at the size the model is built with,
+    also for timm models that are not 224 px."""
+    from pri.models import build_model, native_img_size
+
+    for name in ("vit_pico_patch4_28", "deit_tiny_patch16_224", "deit_base_patch16_384"):
+        assert native_img_size(name) == build_model(name).patch_embed.img_size[0]

@@ -112,3 +112,7 @@ def test_efficiency_table_and_cli(tmp_path, one_thread):
     assert main(["efficiency", "--model", "vit_pico_patch4_28", "--schedules", "pri_v9x",
                  "--out", str(tmp_path / "x.json")]) == 2
     assert not (tmp_path / "x.json").exists()
+    for extra, tag in (([], "smi_default"), (["--prune-at", "2", "4"], "smi")):  # own prune points: not the default
+        assert main(["efficiency", "--model", "vit_pico_patch4_28", "--method", "smi", *extra, "--iterations", "10",
+                     "--batch", "4", "--what", "cost", "--no-progress", "--out", str(out)]) == 0
+        assert json.loads(out.read_text())["rows"][0]["tag"] == tag
