@@ -1,8 +1,8 @@
 # pri: data-free model inversion of Vision Transformers (DMI, SMI, PRI), end to end.
 #
-#   snakemake --cores all                                   the embedded default (CPU, minutes)
+#   snakemake --cores all --report report.html --report-after-run     the embedded default (CPU, minutes)
 #   snakemake --configfile config/paper.yaml --profile workflow/profiles/slurm   paper scale
-#   snakemake --report report.html                          the report (also written after a run)
+#   snakemake --report report.html                                     the report of a finished run
 import os
 
 from snakemake.utils import min_version, validate
@@ -21,6 +21,8 @@ from pri.config import config_errors
 _problems = config_errors(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
 if _problems:
     raise WorkflowError("invalid configuration, nothing was run:\n  " + "\n  ".join(_problems))
+
+
 validate(config, "workflow/schemas/config.schema.yaml")  # fills in the documented defaults
 
 
@@ -37,9 +39,5 @@ report: "workflow/report/workflow.rst"
 
 rule all:
     input:
-        final_targets(),
+        rules.analysis.output.claims,
     default_target: True
-
-
-onsuccess:
-    write_report_after_run()

@@ -33,8 +33,11 @@ def _row(cid, scale, paper, ours, rule, verdict):
             "rule": rule, "verdict": verdict}
 
 
-def _stats(acc: pd.DataFrame, teacher: str, tag: str):
-    s = acc[(acc.teacher == teacher) & (acc.tag == tag)]["top1_pct"].dropna()
+def _stats(acc: pd.DataFrame, teacher: str, method: str, v=None):
+    sel = (acc.teacher == teacher) & (acc.method == method)
+    if v is not None:
+        sel &= acc.v == v
+    s = acc[sel]["top1_pct"].dropna()
     if s.empty:
         return None
     return float(s.mean()), float(s.std(ddof=1)) if len(s) > 1 else 0.0, len(s)
@@ -67,11 +70,11 @@ def accuracy_claims(acc: pd.DataFrame, teachers: pd.DataFrame, cfg: dict, missin
         scale = f"teacher {teacher}"
         if not tinfo.empty:
             scale = f"{tinfo.iloc[0]['model']} on {tinfo.iloc[0]['dataset']} (teacher {teacher})"
-        vs = sorted({int(v) for v in acc[(acc.teacher == teacher) & acc.tag.str.startswith("pri_v")]["v"].dropna()})
+        vs = sorted({int(v) for v in acc[(acc.teacher == teacher) & (acc.method == "pri")]["v"].dropna()})
         # 3a: PRI >= SMI at matched sparsity, every v
         parts, verdicts = [], []
         for v in vs:
-            p, s = _stats(acc, teacher, f"pri_v{v}"), _stats(acc, teacher, f"smi_v{v}")
+            p, s = _stats(acc, teacher, "pri", v), _stats(acc, teacher, "smi", v)
             if p and s:
                 verdict, diff = _compare(p, s, margin)
                 verdicts.append(verdict)
@@ -83,7 +86,7 @@ def accuracy_claims(acc: pd.DataFrame, teachers: pd.DataFrame, cfg: dict, missin
         d = _stats(acc, teacher, "dmi")
         parts, verdicts = [], []
         for v in vs:
-            p = _stats(acc, teacher, f"pri_v{v}")
+            p = _stats(acc, teacher, "pri", v)
             if p and d:
                 diff = p[0] - d[0]
                 noise = max(margin, float(np.hypot(p[1], d[1])))
@@ -92,7 +95,7 @@ def accuracy_claims(acc: pd.DataFrame, teachers: pd.DataFrame, cfg: dict, missin
         rows.append(_row("3b", scale, "PRI ~ DMI", "; ".join(parts),
                          f"PRI within max({margin} pt, seed spread) of DMI or above it, for every v", _all(verdicts)))
         # 3c: DMI ahead at v = 7
-        p7 = _stats(acc, teacher, "pri_v7")
+        p7 = _stats(acc, teacher, "pri", 7)
         if p7 and d:
             verdict, diff = _compare(d, p7, margin)
             verdict = SUPPORTED if diff > 0 and verdict == SUPPORTED else verdict
@@ -104,8 +107,8 @@ def accuracy_claims(acc: pd.DataFrame, teachers: pd.DataFrame, cfg: dict, missin
             rows.append(_row("3c", scale, _paper("3c"), "needs DMI and PRI v=7 in the sweep", "-", NOT_RUN))
         # 5: random vs attention selection
         parts, verdicts = [], []
-        for v in sorted({int(v) for v in acc[(acc.teacher == teacher) & acc.tag.str.startswith("pri_random_v")]["v"].dropna()}):
-            r, p = _stats(acc, teacher, f"pri_random_v{v}"), _stats(acc, teacher, f"pri_v{v}")
+        for v in sorted({int(v) for v in acc[(acc.teacher == teacher) & (acc.method == "pri_random")]["v"].dropna()}):
+            r, p = _stats(acc, teacher, "pri_random", v), _stats(acc, teacher, "pri", v)
             if r and p:
                 diff = r[0] - p[0]
                 noise = max(margin, float(np.hypot(r[1], p[1])))
@@ -136,8 +139,8 @@ def accuracy_claims(acc: pd.DataFrame, teachers: pd.DataFrame, cfg: dict, missin
     else:
         for t in c100:
             parts, ok = [], []
-            for v in sorted({int(v) for v in acc[(acc.teacher == t.teacher) & acc.tag.str.startswith("pri_v")]["v"].dropna()}):
-                p, s = _stats(acc, t.teacher, f"pri_v{v}"), _stats(acc, t.teacher, f"smi_v{v}")
+            for v in sorted({int(v) for v in acc[(acc.teacher == t.teacher) & (acc.method == "pri")]["v"].dropna()}):
+                p, s = _stats(acc, t.teacher, "pri", v), _stats(acc, t.teacher, "smi", v)
                 if p and s:
                     diff = p[0] - s[0]
                     ok.append(diff >= 6 - margin)
@@ -177,14 +180,12 @@ def efficiency_claims(flops: pd.DataFrame, times: pd.DataFrame, theorem: pd.Data
     else:
         parts, best_dmi, best_smi = [], 0.0, 0.0
         for model, g in times.groupby("model"):
-            t = g.set_index("tag")["seconds_per_image"]
-            if "dmi" not in t:
+            t = g.set_index("method")["seconds_per_image"]
+            pri = g[g.method == "pri"]["seconds_per_image"]
+            if "dmi" not in t or pri.empty:
                 continue
-            pri = [tag for tag in t.index if tag.startswith("pri_v")]
-            if not pri:
-                continue
-            dmi_x = max(t["dmi"] / t[p] for p in pri)
-            smi_x = max(t["smi_default"] / t[p] for p in pri) if "smi_default" in t else float("nan")
+            dmi_x = t["dmi"] / pri.min()
+            smi_x = t["smi_default"] / pri.min() if "smi_default" in t else float("nan")
             best_dmi, best_smi = max(best_dmi, dmi_x), max(best_smi, smi_x)
             mode = ",".join(sorted(g["mode"].astype(str).unique())) if "mode" in g else "?"
             dev = ",".join(sorted(g["device"].astype(str).unique())) if "device" in g else "?"
@@ -224,18 +225,27 @@ def _ordering_claim(cid, df, col, unit, unit_name, slack, enabled, scale):
     parts, ok = [], []
     le = lambda a, b: a <= b * (1 + slack)  # noqa: E731
     for model, g in df.groupby("model"):
-        f = g.set_index("tag")[col].dropna()
-        pri = {t: f[t] for t in f.index if t.startswith("pri_v")}
-        if "dmi" not in f or "smi_default" not in f or not pri:
+        g = g.dropna(subset=[col])
+        f = g.set_index("tag")[col]
+        by = {(r.method, r.v if pd.notna(r.v) else None): getattr(r, col) for r in g.itertuples()}
+        pri = {v: x for (m, v), x in by.items() if m == "pri"}
+        if ("dmi", None) not in by or ("smi_default", None) not in by or not pri:
             continue
-        good = le(f["smi_default"], f["dmi"]) and le(min(pri.values()), f["smi_default"])
-        for t, x in pri.items():
-            matched = f"smi_v{t[len('pri_v'):]}"
-            if matched in f:
-                good = good and le(x, f[matched]) and le(f[matched], f["dmi"])
+        dmi, smi = by[("dmi", None)], by[("smi_default", None)]
+        good = le(smi, dmi) and le(min(pri.values()), smi)
+        for v, x in pri.items():
+            if ("smi", v) in by:
+                good = good and le(x, by[("smi", v)]) and le(by[("smi", v)], dmi)
         ok.append(good)
         parts.append(f"{model}: " + ", ".join(f"{t} {f[t] / unit:.3g}" for t in f.index) + f" {unit_name}/image")
     rule = ("per model: every PRI v <= SMI at the same sparsity (smi_v) <= DMI, and the best PRI <= SMI's "
             "default schedule <= DMI" + (f" ({slack:.0%} slack)" if slack else ""))
     verdict = (SUPPORTED if all(ok) else NOT_SUPPORTED) if ok else INCONCLUSIVE
     return _row(cid, scale, "PRI <= SMI <= DMI", "; ".join(parts), rule, verdict)
+
+
+def table(rows: list[dict]) -> pd.DataFrame:
+    """The verdict rows in claim order (1, 2a, 2b, 3a, ...)."""
+    claims = pd.DataFrame(rows)
+    key = claims["claim_id"].map(lambda c: (int("".join(ch for ch in c if ch.isdigit())), c))
+    return claims.assign(_k=key).sort_values("_k").drop(columns="_k").reset_index(drop=True)

@@ -9,23 +9,30 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-FAMILY_ORDER = ["DMI", "SMI (default)", "SMI (matched)", "PRI", "PRI (random)"]
+from pri.io import atomic_path  # noqa: E402
+from pri.schedules import REGISTRY  # noqa: E402
+
+FAMILY_ORDER = [m.family for m in REGISTRY.values()]
+
+
+def save(fig, path, dpi=110, **kw) -> None:
+    """Write a figure under a temporary name and rename it: a half-written PNG never has the final name."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, **kw)
+    plt.close(fig)
 
 
 def _empty(path, title, why):
     fig, ax = plt.subplots(figsize=(6, 2))
     ax.axis("off")
     ax.text(0.5, 0.5, f"{title}\n\nnot run: {why}", ha="center", va="center", wrap=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
+    save(fig, path, dpi=100, bbox_inches="tight")
 
 
 def accuracy_vs_sparsity(acc: pd.DataFrame, pools: pd.DataFrame, teachers: pd.DataFrame, path, why=""):
     if acc.empty:
         return _empty(path, "Accuracy vs sparsity", why or "no distillation results")
-    sp = pools.groupby(["teacher", "tag"])["sparsity"].mean().rename("sparsity").reset_index()
-    df = acc.merge(sp, on=["teacher", "tag"], how="left")
-    df["sparsity_pct"] = 100 * df["sparsity"]
+    df = acc[acc.sweep == "main"]
     ts = sorted(df.teacher.unique())
     fig, axes = plt.subplots(1, len(ts), figsize=(6.5 * len(ts), 4.5), squeeze=False)
     for ax, t in zip(axes[0], ts):
@@ -42,8 +49,7 @@ def accuracy_vs_sparsity(acc: pd.DataFrame, pools: pd.DataFrame, teachers: pd.Da
         ax.set(xlabel="patches removed per synthetic image (%)", ylabel="student top-1 (%)", title=f"teacher {t}")
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def _to_rgb(img):
@@ -61,7 +67,7 @@ def synthetic_grid(first: dict, path, per_method=8, why=""):
     tags = list(pools)
     fig, axes = plt.subplots(len(tags), per_method, figsize=(1.2 * per_method, 1.3 * len(tags)), squeeze=False)
     for r, tag in enumerate(tags):
-        p = pools[tag]
+        p = pools[tag]["pool"]
         order = np.argsort(p["labels"].numpy(), kind="stable")
         pick = [order[i] for i in np.linspace(0, len(order) - 1, per_method).astype(int)]
         for c, i in enumerate(pick):
@@ -73,16 +79,15 @@ def synthetic_grid(first: dict, path, per_method=8, why=""):
             ax.set_title(f"y={int(p['labels'][i])}", fontsize=6)
     fig.suptitle(f"teacher {teacher}, first seed", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def pri_stages(first: dict, path, rows=4, why=""):
-    cands = [(t, tag) for t in sorted(first) for tag in first[t] if tag.startswith("pri_v")]
+    cands = [(t, tag) for t in sorted(first) for tag, d in first[t].items() if d["method"] == "pri"]
     if not cands:
         return _empty(path, "PRI stages", why or "no PRI pools")
-    t, tag = max(cands, key=lambda c: int(c[1].split("_v")[-1]))
-    p = first[t][tag]
+    t, tag = max(cands, key=lambda c: first[c[0]][c[1]]["v"])
+    p = first[t][tag]["pool"]
     v = int(p["stage"].max()) + 1
     trajs = sorted(set(p["trajectory"].tolist()))[:rows]
     fig, axes = plt.subplots(len(trajs), v + 1, figsize=(1.3 * (v + 1), 1.4 * len(trajs)), squeeze=False)
@@ -98,8 +103,7 @@ def pri_stages(first: dict, path, rows=4, why=""):
                 ax.set_title(f"stage {c + 1}" if c < v else "union", fontsize=7)
     fig.suptitle(f"{tag}, teacher {t}: {v} sparse images per trajectory", fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def flops_bars(flops: pd.DataFrame, path, why=""):
@@ -115,26 +119,18 @@ def _save_grid(g, ylabel, path):
     g.set_axis_labels("", ylabel)
     for ax in g.axes.flat:
         ax.tick_params(axis="x", rotation=60, labelsize=7)
-    g.savefig(path, dpi=110)
-    plt.close(g.figure)
+    save(g.figure, path)
 
 
 def speedup(flops: pd.DataFrame, times: pd.DataFrame, path, why=""):
-    if times.empty or flops.empty:
+    if times.empty or flops.empty or "measured_speedup" not in times:
         return _empty(path, "Speedup over DMI", why or "no timing results")
-    rows = []
-    for model, g in times.groupby("model"):
-        t = g.set_index("tag")["seconds_per_image"]
-        f = flops[flops.model == model].set_index("tag")["cost_macs_per_image"]
-        if "dmi" not in t or "dmi" not in f:
-            continue
-        for tag in t.index:
-            rows.append({"model": model, "tag": tag, "kind": "measured", "speedup": t["dmi"] / t[tag]})
-            if tag in f:
-                rows.append({"model": model, "tag": tag, "kind": "cost model", "speedup": f["dmi"] / f[tag]})
-    if not rows:
+    d = pd.concat([times.assign(kind="measured", speedup=times["measured_speedup"]),
+                   flops.assign(kind="cost model", speedup=flops["ideal_speedup"])])
+    d = d.dropna(subset=["speedup"])
+    d = d[d.tag.isin(set(times.tag))]
+    if d.empty:
         return _empty(path, "Speedup over DMI", "no DMI reference")
-    d = pd.DataFrame(rows)
     g = sns.catplot(data=d, x="tag", y="speedup", hue="kind", col="model", kind="bar", height=3.5, aspect=1.3)
     _save_grid(g, "speedup over DMI per image", path)
 
@@ -151,5 +147,4 @@ def active_tokens(curves: pd.DataFrame, eff_curves: pd.DataFrame, path, why=""):
         ax.set(title=s, ylabel="active patch tokens")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)

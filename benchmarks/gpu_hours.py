@@ -30,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from pri.cost import dims_of, schedule_profile, step_macs  # noqa: E402
-from pri.sweep import method_specs, schedule_of  # noqa: E402
+from pri.schedules import build  # noqa: E402
 
 TRAIN_IMAGES = {"cifar10": 50000, "cifar100": 50000, "imagefolder": 1281167}
 TEST_IMAGES = {"cifar10": 10000, "cifar100": 10000, "imagefolder": 50000}
@@ -78,9 +78,10 @@ class StepTimes:
         return float(np.interp(f, x, y))
 
 
-def inversion_seconds(model: str, spec: dict, iterations: int, images: int, step: StepTimes) -> float:
-    s = schedule_of(spec)
-    prof = schedule_profile(s, dims_of(model).num_patches, iterations)
+def inversion_seconds(model: str, tag: str, iterations: int, images: int, step: StepTimes) -> float:
+    n = dims_of(model).num_patches
+    s = build(tag, n, iterations)
+    prof = schedule_profile(s, n, iterations)
     b = s.trajectories(images)
     return sum(it * step(model, k, b) for k, it in prof["steps"].items())
 
@@ -99,9 +100,8 @@ def main(argv=None) -> int:
     inv_dtype = cfg.get("dtype", "fp32")
     T, B = inv["iterations"], inv["images"]
     seeds, batches = len(inv["seeds"]), inv.get("batches", 1)
-    specs = method_specs(inv["methods"], T)
-    extra = dis.get("extra_args", "").split()
-    eval_every = int(extra[extra.index("--eval-every") + 1]) if "--eval-every" in extra else 0
+    tags = list(inv["methods"])
+    eval_every = int(dis.get("eval_every") or 0)
     hours = {"teacher": 0.0, "invert": 0.0, "distill": 0.0, "efficiency_time": 0.0}
     jobs = dict.fromkeys(hours, 0)
     for t in cfg["teachers"].values():
@@ -115,9 +115,9 @@ def main(argv=None) -> int:
             seconds += steps * train[model]["finetune"]["seconds"] * tr.get("batch", 128) / train[model]["finetune"]["batch"]
         hours["teacher"] += seconds / 3600
         jobs["teacher"] += 1
-        for spec in specs.values():
-            hours["invert"] += inversion_seconds(model, spec, T, B, steps_of[inv_dtype]) * seeds * batches / 3600
-        jobs["invert"] += len(specs) * seeds * batches
+        for tag in tags:
+            hours["invert"] += inversion_seconds(model, tag, T, B, steps_of[inv_dtype]) * seeds * batches / 3600
+        jobs["invert"] += len(tags) * seeds * batches
         student = t.get("student") or dis["student"]
         st = train[student]
         kd = sum(r["seconds"] for r in st["kd_head_only"]) / len(st["kd_head_only"])
@@ -126,16 +126,14 @@ def main(argv=None) -> int:
         per_job = (dis["steps"] * kd + evals * test_batches * st["eval"]["seconds"]
                    + test_batches * train[model]["eval"]["seconds"]  # the teacher on the real test set
                    + math.ceil(dis["images"] / EVAL_BATCH) * train[model]["teacher_sparse_fwd"]["seconds"])
-        hours["distill"] += per_job * len(specs) * seeds / 3600
-        jobs["distill"] += len(specs) * seeds
+        hours["distill"] += per_job * len(tags) * seeds / 3600
+        jobs["distill"] += len(tags) * seeds
     if eff.get("enabled", True):
         # the efficiency_time rule: efficiency.time_tags (default: every tag) at efficiency.time_batch
         step = steps_of[eff.get("dtype", "fp32")]
-        eff_specs = method_specs(inv["methods"], eff["iterations"])
-        tags = eff.get("time_tags") or list(eff_specs)
         for model in eff["models"]:
-            for tag in tags:
-                hours["efficiency_time"] += inversion_seconds(model, eff_specs[tag], eff["iterations"],
+            for tag in eff.get("time_tags") or tags:
+                hours["efficiency_time"] += inversion_seconds(model, tag, eff["iterations"],
                                                               eff.get("time_batch") or eff["batch"],
                                                               step) * eff.get("repeats", 1) / 3600
             jobs["efficiency_time"] += 1

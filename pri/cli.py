@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from .errors import PriError
@@ -44,11 +45,20 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM (a Slurm time limit, a kill): raised so that partial outputs are removed on the way out."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     only = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only if only in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         rc = args._run(args)
     except PriError as e:
@@ -57,6 +67,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"{args._prog}: interrupted; no output was written", file=sys.stderr)
         return 130
+    except Terminated:
+        print(f"{args._prog}: terminated (SIGTERM); no output was written", file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return int(rc or 0)
 
 

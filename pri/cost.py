@@ -41,7 +41,8 @@ import torch
 from torch import nn
 
 from .errors import PriError
-from .schedules import DMI, PRI, SMI, SMI_PUBLIC_T, Event, Schedule, _rank, scaled_prune_at
+from .schedules import (DMI, PRI, SMI, SMI_PUBLIC_T, IdealSMI, Schedule, Spec, final_count,  # noqa: F401
+                        scaled_prune_at, standard_tags)
 
 GROUPS = ("patch_embed", "attn_proj", "attn_matmul", "mlp", "head", "other")
 COMPARED = ("patch_embed", "attn_proj", "attn_matmul", "mlp", "head")  # what fvcore and this model share
@@ -178,65 +179,18 @@ def step_macs(d: ModelDims, n: int, backward: str = "convention", prefix: bool =
 
 
 # --------------------------------------------------------------------------- schedules
-class IdealSMI(Schedule):
-    """SMI*: the idealised SMI of the paper's Theorem 1, pruned at step 0 straight to ``keep``
-    patches (by score) and optimised at that count for all T iterations. Runnable by the engine
-    (the event at t = 0 reads scores on the initial noise)."""
-    method = "smi_star"
-
-    def __init__(self, keep: int, score: str = "cls_attn"):
-        self.keep = int(keep)
-        self.score = score
-
-    def validate(self, n, iterations, batch):
-        super().validate(n, iterations, batch)
-        if not 1 <= self.keep <= n:
-            raise PriError("--keep", f"SMI* keeps between 1 and {n} patches (got {self.keep})")
-
-    def event_iterations(self, iterations, n):
-        return [0]
-
-    def _count_after(self, t, k, n, iterations):
-        return self.keep
-
-    def act(self, t, active, score, n, iterations):
-        pos = torch.sort(_rank(score)[:, :self.keep], dim=1).values
-        return Event(new_active=active.gather(1, pos))
-
-    def params(self):
-        return {"method": self.method, "keep": self.keep, "score": self.score}
-
-
-def final_count(schedule: Schedule, n: int, iterations: int) -> int:
-    counts = [c for c in schedule.active_counts(n, iterations) if c > 0]
-    return counts[-1] if counts else 0
-
-
 def standard_schedules(n: int, iterations: int = PAPER_T, vs=(2, 4, 7), random: bool = True,
                        matched: bool = True, ideal: bool = True) -> dict:
-    """Every schedule the suite compares, by the sweep's tags (pri.sweep): ``dmi``,
-    ``smi_default``, ``smi_v{v}``, ``pri_v{v}``, ``pri_random_v{v}``, plus the idealised
-    ``smi_star`` (SMI* at SMI's final count) and ``smi_star_v{v}`` (SMI* keeping N // v)."""
+    """``{tag: schedule}`` of :func:`pri.schedules.standard_tags` that fit ``n`` patches and ``iterations``
+    (SMI's tags only where its scaled prune iterations exist)."""
     vs = [v for v in vs if v <= n and v <= iterations]
-    tags = ["dmi"] + (["smi_default"] if scaled_prune_at(iterations) else [])
-    tags += ["smi_star"] if ideal and scaled_prune_at(iterations) else []
-    for v in vs:
-        tags += [f"smi_v{v}"] if matched and scaled_prune_at(iterations) else []
-        tags += [f"smi_star_v{v}"] if ideal else []
-        tags += [f"pri_v{v}"] + ([f"pri_random_v{v}"] if random else [])
-    return {t: schedule_from_tag(t, n, iterations) for t in tags}
-
-
-def schedule_from_tag(tag: str, n: int, iterations: int) -> Schedule:
-    """A schedule from a tag: the sweep's (pri.sweep.spec_of_tag) or ``smi_star`` / ``smi_star_v<V>``."""
-    from .sweep import schedule_of, spec_of_tag
-
-    t = tag.strip().lower()
-    if t == "smi_star":
-        return IdealSMI(final_count(SMI(scaled_prune_at(iterations)), n, iterations))
-    if t.startswith("smi_star_v") and t[len("smi_star_v"):].isdigit():
-        return IdealSMI(max(1, n // int(t[len("smi_star_v"):])))
-    return schedule_of(spec_of_tag(t, iterations))
+    smi_ok = bool(scaled_prune_at(iterations))
+    out = {}
+    for tag in standard_tags(vs, random=random, matched=matched and smi_ok, ideal=ideal):
+        if not smi_ok and Spec.parse(tag).name in ("smi_default", "smi_star") and Spec.parse(tag).v is None:
+            continue
+        out[tag] = Spec.parse(tag).build(n, iterations)
+    return out
 
 
 def schedule_profile(schedule: Schedule, n: int, iterations: int) -> dict:
@@ -251,10 +205,11 @@ def schedule_profile(schedule: Schedule, n: int, iterations: int) -> dict:
     for t in schedule.event_iterations(iterations, n):
         before = counts[t - 1] if t > 0 else n
         need = schedule.needs_score(t)
+        seen = schedule.scored(t, before, n)
         events.append({"iteration": int(t), "active_before": int(before), "score_forward": bool(need),
-                       "active_after": int(counts[t]) if t < len(counts) else 0})
+                       "scored": int(seen), "active_after": int(counts[t]) if t < len(counts) else 0})
         if need:
-            scores[before] += 1
+            scores[seen] += 1
     return {"steps": dict(sorted(steps.items(), reverse=True)), "scores": dict(sorted(scores.items(), reverse=True)),
             "events": events, "images_per_trajectory": schedule.images_per_trajectory()}
 
@@ -368,3 +323,14 @@ def theorem1(model, v: int, iterations: int = PAPER_T, prefix: bool = True) -> d
 # --------------------------------------------------------------------------- helpers
 def dims_dict(d: ModelDims) -> dict:
     return asdict(d)
+
+
+def speedups(rows, key: str, reference: str = "dmi") -> dict:
+    """``{tag: value of the reference tag / value of tag}`` over ``rows`` (dicts with ``tag`` and
+    ``key``, one model): how many times cheaper (or faster) each schedule is than DMI per image.
+    The suite's one definition of a speed-up; empty without the reference."""
+    vals = {r["tag"]: r.get(key) for r in rows}
+    ref = vals.get(reference)
+    if not ref:
+        return {}
+    return {t: ref / x for t, x in vals.items() if x}

@@ -29,8 +29,8 @@ Datasets
   CIFAR-100 uses the fine labels (100 classes).
 - ``imagefolder``: an ImageNet-style tree ``root/train/<class>/*`` and ``root/val/<class>/*``
   (split ``test`` reads ``val/``, or ``test/`` if there is no ``val/``); classes are the
-  sorted folder names; each image is resized (shorter side to img_size/0.875, bilinear)
-  and centre-cropped to ``img_size``, RGB.
+  sorted folder names (torchvision's ImageFolder); each image is resized (shorter side to
+  img_size/0.875, bicubic) and centre-cropped to ``img_size``, RGB (timm's evaluation transform).
 
 Missing data raises ``PriError(option, ...)`` naming where it was looked for and how to get
 it; ``option`` is the name printed (``--data-root`` for the CLI, a config key for a workflow).
@@ -91,8 +91,8 @@ def _check_name(name: str, option: str = "--dataset") -> None:
 
 
 def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise PriError("--split", f"unknown split {split!r}: choose train or test")
+    if split not in SPLITS:  # an internal call's mistake, not a user's option
+        raise ValueError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
 
 
 def dataset_mean_std(name: str) -> tuple[tuple, tuple]:
@@ -266,13 +266,15 @@ def _cifar_dir(root: str, names: list[str], sub: str) -> str | None:
     return None
 
 
-def _load_cifar(name: str, root: str, split: str, option: str):
+def _cifar_names(name: str, split: str) -> tuple[list[str], str]:
     if name == "cifar10":
-        names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-        sub, label_key, nc = "cifar-10-batches-py", "labels", 10
-    else:
-        names = ["train"] if split == "train" else ["test"]
-        sub, label_key, nc = "cifar-100-python", "fine_labels", 100
+        return ([f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]), "cifar-10-batches-py"
+    return (["train"] if split == "train" else ["test"]), "cifar-100-python"
+
+
+def _load_cifar(name: str, root: str, split: str, option: str):
+    names, sub = _cifar_names(name, split)
+    label_key, nc = ("labels", 10) if name == "cifar10" else ("fine_labels", 100)
     d = _cifar_dir(root, names, sub)
     if d is None:
         looked = [os.path.join(root, "{" + ",".join(names) + "}"), os.path.join(root, sub, "...")]
@@ -307,59 +309,77 @@ def _load_cifar(name: str, root: str, split: str, option: str):
 # ---------------------------------------------------------------------------------------------
 # ImageNet-style folders
 
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+def _imagefolder_split(root: str, split: str) -> str | None:
+    cands = ["train"] if split == "train" else ["val", "test"]
+    return next((os.path.join(root, c) for c in cands if os.path.isdir(os.path.join(root, c))), None)
 
 
-class ImageFolderDataset(torch.utils.data.Dataset):
-    """Lazy class-folder dataset: (image float [3, S, S] in [0, 1], label)."""
+class _UnitFloat:
+    """timm's un-normalised transform yields uint8 [C, H, W]; the suite's images are float in [0, 1]."""
 
-    def __init__(self, files: list[str], labels: list[int], classes: list[str], img_size: int):
-        self.files, self.labels, self.classes, self.img_size = files, labels, classes, int(img_size)
+    def __init__(self, tf):
+        self.tf = tf
 
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int):
-        from PIL import Image
-
-        with Image.open(self.files[i]) as im:
-            im = im.convert("RGB")
-            s = self.img_size
-            short = int(round(s / 0.875))
-            w, h = im.size
-            scale = short / min(w, h)
-            nw, nh = max(s, int(round(w * scale))), max(s, int(round(h * scale)))
-            im = im.resize((nw, nh), Image.BILINEAR)
-            left, top = (nw - s) // 2, (nh - s) // 2
-            im = im.crop((left, top, left + s, top + s))
-            arr = np.asarray(im, dtype=np.uint8).copy()
-        return torch.from_numpy(arr).permute(2, 0, 1).float().div_(255.0), self.labels[i]
+    def __call__(self, img):
+        return self.tf(img).float().div_(255.0)
 
 
 def _load_imagefolder(root: str, split: str, option: str, img_size: int):
-    cands = ["train"] if split == "train" else ["val", "test"]
-    d = next((os.path.join(root, c) for c in cands if os.path.isdir(os.path.join(root, c))), None)
+    """torchvision's ImageFolder with timm's evaluation transform (resize to img_size / 0.875 with
+    bicubic interpolation, centre crop, no normalisation: the suite normalises per batch)."""
+    from timm.data.transforms_factory import transforms_imagenet_eval
+    from torchvision.datasets import ImageFolder
+
+    d = _imagefolder_split(root, split)
     if d is None:
+        cands = ["train"] if split == "train" else ["val", "test"]
         raise _missing("imagefolder", split, [os.path.join(root, c) + "/<class>/" for c in cands], option)
-    classes = sorted(e.name for e in os.scandir(d) if e.is_dir())
-    files, labels = [], []
-    listing = hashlib.sha256()
-    for ci, c in enumerate(classes):
-        for dirpath, _, fnames in sorted(os.walk(os.path.join(d, c), followlinks=True)):
-            for fn in sorted(fnames):
-                if fn.lower().endswith(IMG_EXTENSIONS):
-                    p = os.path.join(dirpath, fn)
-                    files.append(p)
-                    labels.append(ci)
-                    listing.update(f"{os.path.relpath(p, d)}\t{os.path.getsize(p)}\n".encode())
-    if not files:
-        raise _missing("imagefolder", split, [d + "/<class>/<image>"], option, " (no images in class folders)")
-    ds = ImageFolderDataset(files, labels, classes, img_size)
-    meta = {"num_classes": len(classes), "img_size": int(img_size), "in_chans": 3,
-            "source": f"image folders under {d} ({len(files)} images, {len(classes)} classes)",
-            "sha256": {"listing(relpath,size)": listing.hexdigest()},
-            "class_names": classes}
-    return ds, torch.tensor(labels, dtype=torch.int64), meta
+    tf = _UnitFloat(transforms_imagenet_eval(img_size=int(img_size), crop_pct=0.875, interpolation="bicubic",
+                                             normalize=False))
+    try:
+        ds = ImageFolder(d, transform=tf)
+    except (FileNotFoundError, RuntimeError) as e:  # no class folders, or no image in them
+        raise _missing("imagefolder", split, [d + "/<class>/<image>"], option, " (no images in class folders)") from e
+    listing = hashlib.sha256("".join(f"{os.path.relpath(p, d)}\t{c}\n" for p, c in ds.samples).encode())
+    meta = {"num_classes": len(ds.classes), "img_size": int(img_size), "in_chans": 3,
+            "source": f"image folders under {d} ({len(ds)} images, {len(ds.classes)} classes; resize "
+                      f"{int(int(img_size) / 0.875)} bicubic, centre crop {int(img_size)})",
+            "sha256": {"listing(relpath,class)": listing.hexdigest()},
+            "class_names": list(ds.classes)}
+    return ds, torch.tensor(ds.targets, dtype=torch.int64), meta
+
+
+def check_dataset(name: str, root: str | None, split: str, option: str = "--data-root") -> None:
+    """Raise PriError (naming ``option``) unless ``split`` of ``name`` is where it should be. Only
+    looks for the files (no image is read): cheap enough for every plan and dry run."""
+    _check_name(name, option)
+    _check_split(split)
+    if name == "digits":
+        return
+    if root is None:
+        root = DEFAULT_ROOTS.get(name)
+        if root is None:
+            raise _missing(name, split, [f"no {option} given"], option)
+    root = os.path.expanduser(str(root))
+    if not os.path.isdir(root):
+        raise _missing(name, split, [f"{root} (no such folder)"], option)
+    if name == "fashion_mnist":
+        prefix = "train" if split == "train" else "t10k"
+        stems = {"images": [f"{prefix}-images-idx3-ubyte", f"{prefix}-images.idx3-ubyte"],
+                 "labels": [f"{prefix}-labels-idx1-ubyte", f"{prefix}-labels.idx1-ubyte"]}
+        looked = [os.path.join(root, v[0] + "[.gz]") for v in stems.values() if _find_file(root, v) is None]
+        if looked:
+            raise _missing(name, split, looked, option)
+    elif name in ("cifar10", "cifar100"):
+        names, sub = _cifar_names(name, split)
+        if _cifar_dir(root, names, sub) is None:
+            raise _missing(name, split, [os.path.join(root, "{" + ",".join(names) + "}"), os.path.join(root, sub, "...")],
+                           option)
+    else:
+        d = _imagefolder_split(root, split)
+        if d is None or not any(e.is_dir() for e in os.scandir(d)):
+            cands = ["train"] if split == "train" else ["val", "test"]
+            raise _missing(name, split, [os.path.join(root, c) + "/<class>/" for c in cands], option)
 
 
 # ---------------------------------------------------------------------------------------------

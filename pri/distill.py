@@ -18,6 +18,9 @@ kept for SMI's protocol, which reports the best.
 For claim 7 the teacher's max-softmax confidence on the synthetic images (masked forward) and
 on the real test set (dense) is summarised, with the 1-Wasserstein distance between the two
 distributions, under ``confidence`` in the metrics.
+
+The steps, in order: check the options, load the pools, load the teacher, select the images,
+load the test set, build the student, the teacher's passes, train, evaluate, write.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import argparse
 import os
 import sys
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -39,12 +43,15 @@ from .io import progress as progress_bar
 # still peaks on the inverted class. SMI's T = 20 suits a pretrained student whose head alone
 # learns: at T = 20 the softened targets are nearly flat and the loss becomes logit matching,
 # which on ~100 images gave a from-scratch student no more than T = 4 did (16.6% vs 15.7%).
-DEFAULTS = dict(student="vit_femto_patch4_28", steps=1000, batch=64, optimizer="adamw", lr=1e-3, momentum=0.9,
-                weight_decay=0.05, schedule="cosine", warmup=50, temperature=4.0, grad_clip=1.0, seed=0)
-POOL_KEYS = ("images", "masks", "labels")
+# The workflow's schema (distill.*) holds the same defaults; tests/test_defaults.py checks it.
+DEFAULTS = dict(student="vit_femto_patch4_28", steps=600, batch=64, optimizer="adamw", lr=1e-3, momentum=0.9,
+                weight_decay=0.05, schedule="cosine", warmup=50, temperature=4.0, grad_clip=1.0, seed=0,
+                augment_shift=1, eval_every=0)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from .train import OPTIMIZERS, SCHEDULES
+
     d = DEFAULTS
     p.add_argument("--pool", nargs="+", required=True, metavar="PATH",
                    help="pool file(s) written by pri invert (several are concatenated in the order given)")
@@ -75,24 +82,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=d["steps"], help="optimiser steps (the same for every method)")
     p.add_argument("--batch", type=int, default=d["batch"],
                    help="batch size (a batch comes from one mask-size bucket; smaller buckets give smaller batches)")
-    p.add_argument("--optimizer", choices=("adamw", "sgd"), default=d["optimizer"],
+    p.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"],
                    help="optimiser (SMI's protocol: sgd with --lr 0.1 --momentum 0.9 --weight-decay 1e-4)")
     p.add_argument("--lr", type=float, default=d["lr"], help="peak learning rate")
     p.add_argument("--momentum", type=float, default=d["momentum"], help="SGD momentum")
     p.add_argument("--weight-decay", type=float, default=d["weight_decay"],
                    help="weight decay (weight matrices only; not norms, biases, position embedding, CLS)")
-    p.add_argument("--schedule", choices=("cosine", "constant"), default=d["schedule"],
+    p.add_argument("--schedule", choices=SCHEDULES, default=d["schedule"],
                    help="learning-rate schedule after the warm-up")
     p.add_argument("--warmup", type=int, default=d["warmup"], help="linear warm-up steps")
     p.add_argument("--temperature", type=float, default=d["temperature"],
                    help="distillation temperature T (SMI's protocol: 20)")
     p.add_argument("--grad-clip", type=float, default=d["grad_clip"], help="clip the gradient norm (0 = off)")
-    p.add_argument("--augment", choices=("off", "on"), default="off",
+    p.add_argument("--augment", action="store_true",
                    help="augment synthetic images during distillation: random roll by whole patches and horizontal "
-                        "flip, the mask moving with the pixels")
-    p.add_argument("--augment-shift", type=int, default=1,
-                   help="with --augment on: largest roll, in patches, along each axis")
-    p.add_argument("--eval-every", type=int, default=0,
+                        "flip, the mask moving with the pixels (the inversion engine's augmentation)")
+    p.add_argument("--augment-shift", type=int, default=d["augment_shift"],
+                   help="with --augment: largest roll, in patches, along each axis")
+    p.add_argument("--eval-every", type=int, default=d["eval_every"],
                    help="also evaluate every this many steps (0: only at the end); keeps the best for top1_best")
     p.add_argument("--limit-test", type=int, default=None,
                    help="evaluate on only the first this many test images (smoke tests; headlines use all)")
@@ -108,32 +115,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# pools
+# statistics
 
-def load_pool(path: str, option: str = "--pool") -> dict:
-    if not os.path.isfile(path):
-        raise PriError(option, f"pool file not found: {path}")
-    try:
-        pool = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise PriError(option, f"{path} is not a readable pool file ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from e
-    if not isinstance(pool, dict) or any(k not in pool for k in POOL_KEYS):
-        raise PriError(option, f"{path} is not a pool: it needs the keys {', '.join(POOL_KEYS)} (written by pri invert)")
-    imgs, masks, labels = pool["images"], pool["masks"], pool["labels"]
-    if not (isinstance(imgs, torch.Tensor) and imgs.dtype == torch.uint8 and imgs.ndim == 4):
-        raise PriError(option, f"{path}: images must be uint8 [M, C, H, W]")
-    if not (isinstance(masks, torch.Tensor) and masks.dtype == torch.bool and masks.ndim == 2):
-        raise PriError(option, f"{path}: masks must be bool [M, N]")
-    if not (isinstance(labels, torch.Tensor) and labels.ndim == 1):
-        raise PriError(option, f"{path}: labels must be a 1-D tensor")
-    if not (len(imgs) == len(masks) == len(labels)):
-        raise PriError(option, f"{path}: {len(imgs)} images, {len(masks)} masks, {len(labels)} labels")
-    if len(masks) and int(masks.sum(1).min()) < 1:
-        raise PriError(option, f"{path}: an image has an empty mask")
-    pool["labels"] = labels.long()
-    if not isinstance(pool.get("ledger"), dict):
-        pool["ledger"] = {}
-    return pool
+def summarize(values, bins: int = 20) -> dict:
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if v.size == 0:
+        return {"n": 0}
+    qs = [0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95]
+    hist, edges = np.histogram(v, bins=bins, range=(0.0, 1.0))
+    return {"n": int(v.size), "mean": float(v.mean()), "std": float(v.std()),
+            "quantiles": {str(q): float(np.quantile(v, q)) for q in qs},
+            "histogram": {"edges": [float(e) for e in edges], "counts": [int(c) for c in hist]}}
 
 
 def ledger_summary(ledger: dict, max_len: int = 64) -> dict:
@@ -151,46 +143,6 @@ def ledger_summary(ledger: dict, max_len: int = 64) -> dict:
         else:
             out[k] = v
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# statistics
-
-def wasserstein1(a, b) -> float:
-    """1-D Wasserstein-1 distance between the empirical distributions of ``a`` and ``b``:
-    the integral of |F_a(x) - F_b(x)| over x (exact, for any sample sizes)."""
-    a = np.sort(np.asarray(a, dtype=np.float64).ravel())
-    b = np.sort(np.asarray(b, dtype=np.float64).ravel())
-    if a.size == 0 or b.size == 0:
-        return float("nan")
-    xs = np.sort(np.concatenate([a, b]))
-    dx = np.diff(xs)
-    fa = np.searchsorted(a, xs[:-1], side="right") / a.size
-    fb = np.searchsorted(b, xs[:-1], side="right") / b.size
-    return float(np.sum(np.abs(fa - fb) * dx))
-
-
-def ks_distance(a, b) -> float:
-    """Kolmogorov-Smirnov statistic: max |F_a - F_b|."""
-    a = np.sort(np.asarray(a, dtype=np.float64).ravel())
-    b = np.sort(np.asarray(b, dtype=np.float64).ravel())
-    if a.size == 0 or b.size == 0:
-        return float("nan")
-    xs = np.concatenate([a, b])
-    fa = np.searchsorted(a, xs, side="right") / a.size
-    fb = np.searchsorted(b, xs, side="right") / b.size
-    return float(np.max(np.abs(fa - fb)))
-
-
-def summarize(values, bins: int = 20) -> dict:
-    v = np.asarray(values, dtype=np.float64).ravel()
-    if v.size == 0:
-        return {"n": 0}
-    qs = [0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95]
-    hist, edges = np.histogram(v, bins=bins, range=(0.0, 1.0))
-    return {"n": int(v.size), "mean": float(v.mean()), "std": float(v.std()),
-            "quantiles": {str(q): float(np.quantile(v, q)) for q in qs},
-            "histogram": {"edges": [float(e) for e in edges], "counts": [int(c) for c in hist]}}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,116 +176,102 @@ class BucketSampler:
         return k, q[:take]
 
 
-def augment_sparse(x: torch.Tensor, mask: torch.Tensor, grid: tuple[int, int], p: int, max_shift: int,
-                   gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Roll each image by whole patches (up to ``max_shift`` along each axis) and flip it
-    horizontally with p = 0.5; the patch mask follows the pixels."""
-    gh, gw = grid
-    B = x.shape[0]
-    dy = torch.randint(-max_shift, max_shift + 1, (B,), generator=gen)
-    dx = torch.randint(-max_shift, max_shift + 1, (B,), generator=gen)
-    flip = torch.rand(B, generator=gen) < 0.5
-    m = mask.view(B, gh, gw)
-    xs, ms = [], []
-    for i in range(B):
-        xi = torch.roll(x[i], shifts=(int(dy[i]) * p, int(dx[i]) * p), dims=(-2, -1))
-        mi = torch.roll(m[i], shifts=(int(dy[i]), int(dx[i])), dims=(0, 1))
-        if bool(flip[i]):
-            xi, mi = xi.flip(-1), mi.flip(-1)
-        xs.append(xi)
-        ms.append(mi.reshape(-1))
-    return torch.stack(xs), torch.stack(ms)
-
-
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float) -> torch.Tensor:
     """KL(softmax(t/T) || softmax(s/T)) * T^2, averaged over the batch."""
     return F.kl_div(F.log_softmax(student_logits.float() / T, -1), F.log_softmax(teacher_logits.float() / T, -1),
                     reduction="batchmean", log_target=True) * (T * T)
 
 
-def _normalise(u8: torch.Tensor, mean, std) -> torch.Tensor:
+def normalise(u8: torch.Tensor, mean, std) -> torch.Tensor:
     m = torch.as_tensor(mean, dtype=torch.float32, device=u8.device).view(1, -1, 1, 1)
     s = torch.as_tensor(std, dtype=torch.float32, device=u8.device).view(1, -1, 1, 1)
     return (u8.float() / 255.0 - m) / s
 
 
 # ---------------------------------------------------------------------------------------------
+# the steps
 
-def run(args) -> int:
-    from .data import DATASETS, load_dataset
-    from .io import atomic_write_json, device_name, setup_runtime, versions
-    from .models import HUB, build_model, hub_checkpoint, load_model, read_checkpoint, save_checkpoint, sha256_file
-    from .teacher import evaluate, lr_at, param_groups
-    from .vit import grid_size, mask_to_index, num_patches, patch_size, sparse_forward
+@dataclass
+class Synthetic:
+    """The synthetic images a student learns from, in the order they were selected."""
+    images: torch.Tensor  # uint8 [M, C, H, W]
+    masks: torch.Tensor  # bool [M, N]
+    labels: torch.Tensor  # int64 [M]
+    available: int  # images of the pools (after --classes)
+    pool_info: list
 
-    t_start = time.perf_counter()
-    # --- check options ------------------------------------------------------------------------
+    @property
+    def ks(self) -> torch.Tensor:
+        return self.masks.sum(1)
+
+
+def check_options(args) -> None:
     for opt, val in (("--steps", args.steps), ("--batch", args.batch), ("--eval-batch", args.eval_batch)):
         if val < 1:
             raise PriError(opt, f"must be >= 1, got {val}")
     if args.images is not None and args.images < 1:
         raise PriError("--images", f"must be >= 1, got {args.images}")
-    if not args.lr > 0:
-        raise PriError("--lr", f"must be > 0, got {args.lr}")
-    if not args.temperature > 0:
-        raise PriError("--temperature", f"must be > 0, got {args.temperature}")
-    if args.weight_decay < 0 or args.momentum < 0 or args.warmup < 0 or args.grad_clip < 0 or args.eval_every < 0:
-        bad = next(o for o, v in (("--weight-decay", args.weight_decay), ("--momentum", args.momentum),
-                                  ("--warmup", args.warmup), ("--grad-clip", args.grad_clip),
-                                  ("--eval-every", args.eval_every)) if v < 0)
-        raise PriError(bad, "must be >= 0")
-    if args.augment_shift < 0:
-        raise PriError("--augment-shift", "must be >= 0")
+    for opt, val in (("--lr", args.lr), ("--temperature", args.temperature)):
+        if not val > 0:
+            raise PriError(opt, f"must be > 0, got {val}")
+    for opt in ("weight_decay", "momentum", "warmup", "grad_clip", "eval_every", "augment_shift"):
+        if getattr(args, opt) < 0:
+            raise PriError("--" + opt.replace("_", "-"), f"must be >= 0, got {getattr(args, opt)}")
     if args.head_only and not args.student_checkpoint:
         raise PriError("--head-only", "training only a new head needs a pretrained student: give --student-checkpoint")
-    device, amp = setup_runtime(args.threads, args.device, args.amp)
-    progress = not args.no_progress
 
-    # --- pools --------------------------------------------------------------------------------
-    pools = [load_pool(p) for p in args.pool]
-    pool_info = []
-    for path, pool in zip(args.pool, pools):
-        pool_info.append({"path": os.path.abspath(path), "sha256": sha256_file(path), "images": int(len(pool["labels"])),
-                          "ledger": ledger_summary({k: v for k, v in pool["ledger"].items() if k != "teacher"})})
+
+def load_pools(paths: list[str]) -> tuple[list[dict], list[dict]]:
+    """The pools and, per pool, its provenance (path, sha256, images, the ledger's small entries)."""
+    from .models import sha256_file
+    from .pool import load_pool
+
+    pools = [load_pool(p) for p in paths]
+    info = [{"path": os.path.abspath(path), "sha256": sha256_file(path), "images": int(len(pool["labels"])),
+             "ledger": ledger_summary({k: v for k, v in pool["ledger"].items() if k != "teacher"})}
+            for path, pool in zip(paths, pools)]
     shapes = {tuple(p["images"].shape[1:]) for p in pools}
     ns = {int(p["masks"].shape[1]) for p in pools}
     if len(shapes) != 1 or len(ns) != 1:
         raise PriError("--pool", f"pools differ in image shape or patch count: {sorted(shapes)}, {sorted(ns)}")
-    images_all = torch.cat([p["images"] for p in pools])
-    masks_all = torch.cat([p["masks"] for p in pools])
-    labels_all = torch.cat([p["labels"] for p in pools])
-    pool_teachers = [p["ledger"].get("teacher") or {} for p in pools]
+    return pools, info
 
-    # --- teacher ------------------------------------------------------------------------------
-    tname = args.teacher_model
-    if tname is None:
+
+def load_teacher(args, pools: list[dict], device):
+    """The teacher, checked against the pools it must have produced."""
+    from .models import load_model, read_checkpoint
+    from .pool import check_teacher
+    from .vit import num_patches
+
+    name = args.teacher_model
+    if name is None:
         obj = read_checkpoint(args.teacher, "--teacher")
-        tname = obj.get("arch") if isinstance(obj.get("arch"), str) else None
-        tname = tname or next((pt.get("model") for pt in pool_teachers if pt.get("model")), None)
+        name = obj.get("arch") if isinstance(obj.get("arch"), str) else None
+        name = name or next(((p["ledger"].get("teacher") or {}).get("model") for p in pools
+                             if (p["ledger"].get("teacher") or {}).get("model")), None)
         del obj
-        if tname is None:
+        if name is None:
             raise PriError("--teacher-model", f"{args.teacher} does not record its architecture: pass --teacher-model")
-    teacher = load_model(tname, args.teacher, option="--teacher", frozen=True, model_option="--teacher-model")
-    tmodel = teacher.model.to(device).eval()
-    t_sha = teacher.provenance.get("sha256")
-    for path, pt in zip(args.pool, pool_teachers):
-        if pt.get("sha256") and pt.get("sha256") != t_sha and not args.allow_other_teacher:
-            raise PriError("--teacher", f"{path} was inverted from a teacher with sha256 {str(pt.get('sha256'))[:12]}..., "
-                           f"not {args.teacher} ({t_sha[:12]}...); pass the pool's teacher or --allow-other-teacher")
-    t_img = int(tmodel.patch_embed.img_size[0])
-    t_ch = int(tmodel.patch_embed.proj.in_channels)
-    N = num_patches(tmodel)
-    C, H, W = images_all.shape[1:]
-    if (C, H, W) != (t_ch, t_img, t_img) or masks_all.shape[1] != N:
-        raise PriError("--pool", f"pool images are {C}x{H}x{W} with {masks_all.shape[1]} patches; the teacher takes "
-                       f"{t_ch}x{t_img}x{t_img} with {N} patches")
-    # pool images are stored as pixels: the teacher fed here normalises them its own way
-    px_mean, px_std = list(teacher.mean), list(teacher.std)
-    num_classes = teacher.num_classes
-    if len(labels_all) and (int(labels_all.min()) < 0 or int(labels_all.max()) >= num_classes):
-        raise PriError("--pool", f"pool labels outside 0..{num_classes - 1} (the teacher's classes)")
+    teacher = load_model(name, args.teacher, option="--teacher", frozen=True, model_option="--teacher-model")
+    teacher.model.to(device).eval()
+    for path, pool in zip(args.pool, pools):
+        check_teacher(path, pool, teacher.provenance.get("sha256"), args.teacher, allow_other=args.allow_other_teacher)
+    m = teacher.model
+    t_img, t_ch, n = int(m.patch_embed.img_size[0]), int(m.patch_embed.proj.in_channels), num_patches(m)
+    C, H, W = pools[0]["images"].shape[1:]
+    if (C, H, W) != (t_ch, t_img, t_img) or pools[0]["masks"].shape[1] != n:
+        raise PriError("--pool", f"pool images are {C}x{H}x{W} with {pools[0]['masks'].shape[1]} patches; the teacher "
+                       f"takes {t_ch}x{t_img}x{t_img} with {n} patches")
+    for pool in pools:
+        labels = pool["labels"]
+        if int(labels.min()) < 0 or int(labels.max()) >= teacher.num_classes:
+            raise PriError("--pool", f"pool labels outside 0..{teacher.num_classes - 1} (the teacher's classes)")
+    return teacher
 
-    # --- select images ------------------------------------------------------------------------
+
+def select_images(args, pools: list[dict], info: list[dict], num_classes: int, gen: torch.Generator) -> Synthetic:
+    """The first ``--images`` images (of ``--classes``) of the pools in a seed-determined order."""
+    labels_all = torch.cat([p["labels"] for p in pools])
     keep = torch.arange(len(labels_all))
     if args.classes is not None:
         bad = [c for c in args.classes if not 0 <= c < num_classes]
@@ -348,162 +286,165 @@ def run(args) -> int:
         what = f" of classes {args.classes}" if args.classes is not None else ""
         raise PriError("--images", f"asked for {n_img} images but the pool(s) hold only {avail}{what}; "
                        "invert more images or lower --images (use the same value for every method)")
-    gen = torch.Generator().manual_seed(args.seed)
     order = keep[torch.randperm(avail, generator=gen)][:n_img]
-    images = images_all[order]
-    masks = masks_all[order]
-    labels = labels_all[order]
-    ks = masks.sum(1)
-    del images_all, masks_all
+    images = torch.cat([p["images"] for p in pools])[order]
+    masks = torch.cat([p["masks"] for p in pools])[order]
+    return Synthetic(images, masks, labels_all[order], avail, info)
 
-    # --- real test set ------------------------------------------------------------------------
-    ds_name = args.dataset
-    if ds_name is None:
+
+def load_test_set(args, teacher):
+    from .data import DATASETS, load_dataset
+
+    name = args.dataset
+    if name is None:
         trained = teacher.provenance.get("trained") or {}
-        ds_name = (trained.get("recipe") or {}).get("dataset") or (trained.get("test") or {}).get("name")
-        if ds_name is None:
+        name = (trained.get("recipe") or {}).get("dataset") or (trained.get("test") or {}).get("name")
+        if name is None:
             raise PriError("--dataset", f"{args.teacher} does not record its dataset: pass --dataset")
-    if ds_name not in DATASETS:
-        raise PriError("--dataset", f"unknown dataset {ds_name!r}: choose one of {', '.join(DATASETS)}")
-    test_x, test_y, test_meta = load_dataset(ds_name, args.data_root, "test", img_size=t_img)
-    if int(test_meta["num_classes"]) != num_classes:
-        raise PriError("--dataset", f"{ds_name} has {test_meta['num_classes']} classes, the teacher {num_classes}")
+    if name not in DATASETS:
+        raise PriError("--dataset", f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
+    img = int(teacher.model.patch_embed.img_size[0])
+    x, y, meta = load_dataset(name, args.data_root, "test", img_size=img)
+    if int(meta["num_classes"]) != teacher.num_classes:
+        raise PriError("--dataset", f"{name} has {meta['num_classes']} classes, the teacher {teacher.num_classes}")
     if args.limit_test is not None:
         if args.limit_test < 1:
             raise PriError("--limit-test", "must be >= 1")
-        sel = torch.arange(min(args.limit_test, len(test_y)))
-        test_x = test_x[sel] if isinstance(test_x, torch.Tensor) else torch.utils.data.Subset(test_x, sel.tolist())
-        test_y = test_y[sel]
+        sel = torch.arange(min(args.limit_test, len(y)))
+        x = x[sel] if isinstance(x, torch.Tensor) else torch.utils.data.Subset(x, sel.tolist())
+        y = y[sel]
+    return name, x, y, meta
 
-    # --- student ------------------------------------------------------------------------------
+
+def build_student(args, teacher, device):
+    """The student (random init from the seed, or a checkpoint with a new head) and its provenance."""
+    from .models import HUB, build_model, hub_checkpoint, load_model
+    from .vit import grid_size, patch_size
+
+    tm = teacher.model
+    t_img, t_ch = int(tm.patch_embed.img_size[0]), int(tm.patch_embed.proj.in_channels)
     torch.manual_seed(args.seed)
     if args.student_checkpoint:
-        hub_id = None
-        path = args.student_checkpoint
+        hub_id, path = None, args.student_checkpoint
         if path == HUB:
             path, hub_id = hub_checkpoint(args.student, "--student-checkpoint")
         st = load_model(args.student, path, img_size=t_img, option="--student-checkpoint", frozen=False,
                         model_option="--student")
-        smodel, s_mean, s_std = st.model, list(st.mean), list(st.std)
-        student_prov = dict(st.provenance)
-        if hub_id:
-            student_prov["hub_id"] = hub_id
-        new_head = args.head_only or st.num_classes != num_classes
+        model, mean, std = st.model, list(st.mean), list(st.std)
+        prov = dict(st.provenance, **({"hub_id": hub_id} if hub_id else {}))
+        new_head = args.head_only or st.num_classes != teacher.num_classes
         if new_head:
-            smodel.reset_classifier(num_classes)
-        student_prov["new_head"] = bool(new_head)
+            model.reset_classifier(teacher.num_classes)
+        prov["new_head"] = bool(new_head)
     else:
-        smodel = build_model(args.student, num_classes=num_classes, img_size=t_img, in_chans=t_ch, option="--student")
-        s_mean, s_std = list(px_mean), list(px_std)
-        student_prov = {"model": args.student, "init": "random", "seed": args.seed, "sha256": "random-init"}
-    if grid_size(smodel) != grid_size(tmodel) or patch_size(smodel) != patch_size(tmodel):
-        raise PriError("--student", f"{args.student} has a {grid_size(smodel)} grid of {patch_size(smodel)}-px patches; "
-                       f"the teacher {grid_size(tmodel)} of {patch_size(tmodel)}-px: masks must mean the same patches")
-    if int(smodel.patch_embed.proj.in_channels) != t_ch:
-        raise PriError("--student", f"{args.student} takes {smodel.patch_embed.proj.in_channels} channels, the pool {t_ch}")
+        model = build_model(args.student, num_classes=teacher.num_classes, img_size=t_img, in_chans=t_ch,
+                            option="--student")
+        mean, std = list(teacher.mean), list(teacher.std)
+        prov = {"model": args.student, "init": "random", "seed": args.seed, "sha256": "random-init"}
+    if grid_size(model) != grid_size(tm) or patch_size(model) != patch_size(tm):
+        raise PriError("--student", f"{args.student} has a {grid_size(model)} grid of {patch_size(model)}-px patches; "
+                       f"the teacher {grid_size(tm)} of {patch_size(tm)}-px: masks must mean the same patches")
+    if int(model.patch_embed.proj.in_channels) != t_ch:
+        raise PriError("--student", f"{args.student} takes {model.patch_embed.proj.in_channels} channels, the pool {t_ch}")
     if args.head_only:
-        smodel.requires_grad_(False)
-        head = smodel.get_classifier()
-        head.requires_grad_(True)
-    smodel.to(device)
-    trainable = sum(p.numel() for p in smodel.parameters() if p.requires_grad)
-    student_prov.update(trainable_params=int(trainable), params=int(sum(p.numel() for p in smodel.parameters())))
+        model.requires_grad_(False)
+        model.get_classifier().requires_grad_(True)
+    model.to(device)
+    prov.update(trainable_params=int(sum(p.numel() for p in model.parameters() if p.requires_grad)),
+                params=int(sum(p.numel() for p in model.parameters())))
+    return model, mean, std, prov
 
-    # --- teacher passes: logits on the synthetic images (masked), confidence ------------------
-    grid = grid_size(tmodel)
-    p_sz = patch_size(tmodel)
 
-    @torch.no_grad()
-    def teacher_logits_all() -> torch.Tensor:
-        out = torch.empty(len(labels), num_classes, dtype=torch.float32)
-        for k in sorted(int(v) for v in torch.unique(ks)):
-            ids = torch.nonzero(ks == k).flatten()
-            for i in range(0, len(ids), args.eval_batch):
-                b = ids[i:i + args.eval_batch]
-                x = _normalise(images[b].to(device), px_mean, px_std)
-                idx = mask_to_index(masks[b].to(device))
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    out[b] = sparse_forward(tmodel, x, idx).float().cpu()
-        return out
+@torch.no_grad()
+def teacher_logits(teacher, syn: Synthetic, device, amp: bool, batch: int) -> torch.Tensor:
+    """The teacher's logits on every synthetic image, masked patches only."""
+    from .vit import mask_to_index, sparse_forward
 
-    t_logits = teacher_logits_all()
-    syn_conf = t_logits.softmax(-1).max(-1).values
-    syn_agree = float((t_logits.argmax(-1) == labels).float().mean())
-
-    real_conf = []
-    from .data import batches, prepare
-    with torch.no_grad():
-        correct = 0
-        for x, y in batches(test_x, test_y, args.eval_batch):
-            x = prepare(x.to(device), t_img, teacher.mean, teacher.std)
+    ks = syn.ks
+    out = torch.empty(len(syn.labels), teacher.num_classes, dtype=torch.float32)
+    for k in sorted(int(v) for v in torch.unique(ks)):
+        ids = torch.nonzero(ks == k).flatten()
+        for i in range(0, len(ids), batch):
+            b = ids[i:i + batch]
+            x = normalise(syn.images[b].to(device), teacher.mean, teacher.std)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                lg = tmodel(x).float().cpu()
-            real_conf.append(lg.softmax(-1).max(-1).values)
-            correct += int((lg.argmax(-1) == y).sum())
-    real_conf = torch.cat(real_conf)
-    teacher_top1 = correct / max(1, len(test_y))
-    confidence = {
+                out[b] = sparse_forward(teacher.model, x, mask_to_index(syn.masks[b].to(device))).float().cpu()
+    return out
+
+
+@torch.no_grad()
+def confidence(teacher, t_logits: torch.Tensor, labels: torch.Tensor, test_x, test_y, device, amp, batch) -> dict:
+    """Claim 7: the teacher's max-softmax confidence on the synthetic images (masked) and on the
+    real test set (dense), and the distances between the two distributions."""
+    from scipy.stats import ks_2samp, wasserstein_distance
+
+    from .data import batches, prepare
+
+    img = int(teacher.model.patch_embed.img_size[0])
+    real, correct = [], 0
+    for x, y in batches(test_x, test_y, batch):
+        x = prepare(x.to(device), img, teacher.mean, teacher.std)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            lg = teacher.model(x).float().cpu()
+        real.append(lg.softmax(-1).max(-1).values)
+        correct += int((lg.argmax(-1) == y).sum())
+    real = torch.cat(real).numpy().astype(np.float64)
+    syn = t_logits.softmax(-1).max(-1).values.numpy().astype(np.float64)
+    return {
         "what": "teacher max-softmax probability (T = 1): synthetic images fed masked, real test images dense",
-        "synthetic": summarize(syn_conf.numpy()), "real_test": summarize(real_conf.numpy()),
-        "wasserstein1": wasserstein1(syn_conf.numpy(), real_conf.numpy()),
-        "ks": ks_distance(syn_conf.numpy(), real_conf.numpy()),
-        "synthetic_teacher_agreement": syn_agree,
+        "synthetic": summarize(syn), "real_test": summarize(real),
+        "wasserstein1": float(wasserstein_distance(syn, real)), "ks": float(ks_2samp(syn, real).statistic),
+        "synthetic_teacher_agreement": float((t_logits.argmax(-1) == labels).float().mean()),
+        "teacher_test_top1": correct / max(1, len(test_y)),
     }
 
-    # --- distillation -------------------------------------------------------------------------
-    groups = param_groups(smodel, args.weight_decay)
-    if args.optimizer == "sgd":
-        opt = torch.optim.SGD(groups, lr=args.lr, momentum=args.momentum)
-    else:
-        opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.999))
-    sampler = BucketSampler(ks, args.batch, gen)
-    T = float(args.temperature)
-    warmup = min(args.warmup, args.steps)
 
-    def lr_for(step: int) -> float:
-        if args.schedule == "constant":
-            return args.lr * min(1.0, (step + 1) / warmup) if warmup else args.lr
-        return lr_at(step, args.steps, warmup, args.lr)
+def train(args, model, norm, teacher, syn: Synthetic, t_logits: torch.Tensor, gen: torch.Generator, device,
+          amp: bool, evaluate_fn, progress: bool) -> dict:
+    """``--steps`` KD steps on batches of one mask size; returns the loss, evaluations and timing."""
+    from .engine import Augment
+    from .train import lr_at, make_optimizer, set_lr, sync
+    from .vit import mask_to_index, patch_size, sparse_forward
+
+    tm = teacher.model
+    opt = make_optimizer(model, args.optimizer, args.lr, args.weight_decay, args.momentum)
+    sampler = BucketSampler(syn.ks, args.batch, gen)
+    H, W = syn.images.shape[-2:]
+    aug = Augment(H, W, patch_size(tm), 0.0, True, "cpu", shift=args.augment_shift) if args.augment else None
+    T, warmup = float(args.temperature), min(args.warmup, args.steps)
 
     def set_train_mode():
         if args.head_only:
-            smodel.eval()
-            smodel.get_classifier().train()
+            model.eval()
+            model.get_classifier().train()
         else:
-            smodel.train()
+            model.train()
 
-    def eval_student() -> dict:
-        return evaluate(smodel, test_x, test_y, num_classes, t_img, s_mean, s_std, device, batch=args.eval_batch,
-                        amp=amp)
-
-    history = []
-    best = {"top1": -1.0, "step": None}
+    history, best, loss_ema = [], {"top1": -1.0, "step": None}, None
     set_train_mode()
-    t_train = time.perf_counter()
+    t0 = time.perf_counter()
     bar = progress_bar(args.steps, progress, f"distill {args.student}")
-    loss_ema = None
     for step in range(args.steps):
         k, b = sampler.next()
-        xb_u8, mb = images[b], masks[b]
-        if args.augment == "on" and args.augment_shift >= 0:
-            xb_u8, mb = augment_sparse(xb_u8, mb, grid, p_sz, args.augment_shift, gen)
-        xb_u8, mb = xb_u8.to(device), mb.to(device)
+        xb, mb = syn.images[b], syn.masks[b]
+        if aug is not None:
+            combo = aug.draw(len(b), gen)
+            xb, mb = aug.apply_each(xb, combo), aug.move_masks(mb, combo)
+        xb, mb = xb.to(device), mb.to(device)
         idx = mask_to_index(mb)
-        if args.augment == "on":
+        if aug is not None:
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                tl = sparse_forward(tmodel, _normalise(xb_u8, px_mean, px_std), idx).float()
+                tl = sparse_forward(tm, normalise(xb, teacher.mean, teacher.std), idx).float()
         else:
             tl = t_logits[b].to(device)
-        xs = _normalise(xb_u8, s_mean, s_std)
-        for g in opt.param_groups:
-            g["lr"] = lr_for(step)
+        set_lr(opt, lr_at(step, args.steps, warmup, args.lr, args.schedule))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            sl = sparse_forward(smodel, xs, idx)
+            sl = sparse_forward(model, normalise(xb, *norm), idx)
         loss = kd_loss(sl, tl, T)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if args.grad_clip:
-            torch.nn.utils.clip_grad_norm_([p for p in smodel.parameters() if p.requires_grad], args.grad_clip)
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], args.grad_clip)
         opt.step()
         if (step + 1) % 10 == 0 or step + 1 == args.steps:
             lv = float(loss.detach())
@@ -511,53 +452,83 @@ def run(args) -> int:
             bar.set_postfix(loss=f"{loss_ema:.4f}")
         bar.update(1)
         if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
-            ev = eval_student()
+            ev = evaluate_fn()
             history.append({"step": step + 1, "top1": ev["top1"]})
             if ev["top1"] > best["top1"]:
                 best = {"top1": ev["top1"], "step": step + 1}
             set_train_mode()
     bar.close()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    train_seconds = time.perf_counter() - t_train
-    final = eval_student()
-    history.append({"step": args.steps, "top1": final["top1"]})
+    sync(device)
+    return {"history": history, "best": best, "loss_ema": loss_ema, "seconds": time.perf_counter() - t0,
+            "mask_sizes": sampler.sizes()}
+
+
+def run(args) -> int:
+    from .io import atomic_write_json, device_name, setup_runtime, versions
+    from .models import save_checkpoint
+    from .train import evaluate
+
+    t_start = time.perf_counter()
+    check_options(args)
+    device, amp = setup_runtime(args.threads, args.device, args.amp)
+    progress = not args.no_progress
+
+    pools, pool_info = load_pools(args.pool)
+    teacher = load_teacher(args, pools, device)
+    gen = torch.Generator().manual_seed(args.seed)
+    syn = select_images(args, pools, pool_info, teacher.num_classes, gen)
+    del pools
+    ds_name, test_x, test_y, test_meta = load_test_set(args, teacher)
+    student, s_mean, s_std, student_prov = build_student(args, teacher, device)
+    t_img = int(teacher.model.patch_embed.img_size[0])
+
+    t_logits = teacher_logits(teacher, syn, device, amp, args.eval_batch)
+    conf = confidence(teacher, t_logits, syn.labels, test_x, test_y, device, amp, args.eval_batch)
+
+    def evaluate_student() -> dict:
+        return evaluate(student, test_x, test_y, teacher.num_classes, t_img, s_mean, s_std, device,
+                        batch=args.eval_batch, amp=amp)
+
+    tr = train(args, student, (s_mean, s_std), teacher, syn, t_logits, gen, device, amp, evaluate_student, progress)
+    final = evaluate_student()
+    history, best = tr["history"] + [{"step": args.steps, "top1": final["top1"]}], tr["best"]
     if final["top1"] > best["top1"]:
         best = {"top1": final["top1"], "step": args.steps}
 
-    print(f"pri distill: {args.student} from {n_img} synthetic images, {args.steps} steps: top-1 "
-          f"{100 * final['top1']:.2f}% final, {100 * best['top1']:.2f}% best (teacher {100 * teacher_top1:.2f}%); "
-          f"confidence W1 {confidence['wasserstein1']:.4f}", file=sys.stderr)
+    print(f"pri distill: {args.student} from {len(syn.labels)} synthetic images, {args.steps} steps: top-1 "
+          f"{100 * final['top1']:.2f}% final, {100 * best['top1']:.2f}% best (teacher "
+          f"{100 * conf['teacher_test_top1']:.2f}%); confidence W1 {conf['wasserstein1']:.4f}", file=sys.stderr)
 
     hyper = {k: getattr(args, k) for k in ("steps", "batch", "optimizer", "lr", "momentum", "weight_decay", "schedule",
                                            "warmup", "temperature", "grad_clip", "augment", "augment_shift",
                                            "eval_every", "head_only", "seed", "images", "classes", "limit_test")}
-    hyper.update(images=n_img, amp_bf16=amp, loss="KL(softmax(t/T) || softmax(s/T)) * T^2, batchmean",
+    hyper.update(images=len(syn.labels), amp_bf16=amp, loss="KL(softmax(t/T) || softmax(s/T)) * T^2, batchmean",
                  weight_decay_on="weight matrices only", feed="masked patches only (sparse_forward), CLS prepended",
                  image_order="first --images of a seed-determined permutation of the (class-filtered) pool(s)",
-                 pixel_mean=px_mean, pixel_std=px_std, student_mean=s_mean, student_std=s_std)
-    ledger0 = pool_info[0]["ledger"] if pool_info else {}
+                 pixel_mean=list(teacher.mean), pixel_std=list(teacher.std), student_mean=s_mean, student_std=s_std)
+    ledger0 = pool_info[0]["ledger"]
     metrics = {
-        "top1": final["top1"], "top1_final": final["top1"], "top1_best": best["top1"], "best_step": best["step"],
+        "top1": final["top1"], "top1_final": final["top1"], "top5": final["top5"], "top1_best": best["top1"],
+        "best_step": best["step"],
         "headline": "top1 (after the last step; top1_best selects on the test set and is kept for SMI's protocol)",
-        "per_class": final["per_class"], "history": history, "steps": args.steps, "images": n_img,
-        "images_available": avail, "classes": sorted(set(args.classes)) if args.classes is not None else None,
-        "label_counts": torch.bincount(labels, minlength=num_classes).tolist(),
-        "mask_sizes": {str(k): v for k, v in sampler.sizes().items()},
-        "pools": pool_info, "method": ledger0.get("method"), "pool_params": ledger0,
+        "per_class": final["per_class"], "history": history, "steps": args.steps, "images": len(syn.labels),
+        "images_available": syn.available, "classes": sorted(set(args.classes)) if args.classes is not None else None,
+        "label_counts": torch.bincount(syn.labels, minlength=teacher.num_classes).tolist(),
+        "mask_sizes": {str(k): v for k, v in tr["mask_sizes"].items()},
+        "pools": pool_info, "method": ledger0.get("method"), "tag": ledger0.get("tag"), "pool_params": ledger0,
         "teacher": {"path": os.path.abspath(args.teacher), "provenance": teacher.provenance,
-                    "test_top1": teacher_top1},
+                    "test_top1": conf["teacher_test_top1"]},
         "student": {"name": args.student, "provenance": student_prov},
         "test": {"dataset": ds_name, "source": test_meta["source"], "sha256": test_meta["sha256"],
                  "num_images": int(len(test_y))},
-        "confidence": confidence, "hyperparameters": hyper,
-        "train_seconds": train_seconds, "wall_seconds": time.perf_counter() - t_start,
-        "final_loss_ema": loss_ema, "versions": versions(), "seed": args.seed, "device": device_name(device),
+        "confidence": conf, "hyperparameters": hyper,
+        "train_seconds": tr["seconds"], "wall_seconds": time.perf_counter() - t_start,
+        "final_loss_ema": tr["loss_ema"], "versions": versions(), "seed": args.seed, "device": device_name(device),
     }
     if args.student_out:
         sprov = {"distilled": {k: metrics[k] for k in ("top1", "top1_best", "steps", "images", "method")},
                  "pools": pool_info, "hyperparameters": hyper, "student": student_prov}
-        metrics["student"]["checkpoint_sha256"] = save_checkpoint(args.student_out, smodel.cpu(), args.student,
+        metrics["student"]["checkpoint_sha256"] = save_checkpoint(args.student_out, student.cpu(), args.student,
                                                                   s_mean, s_std, sprov)
     atomic_write_json(args.out, metrics)
     return 0

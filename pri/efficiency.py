@@ -16,14 +16,15 @@ import time
 
 import torch
 
-from .cost import (BACKWARD, GROUPS, IdealSMI, dims_dict, dims_of, ideal_ratios, schedule_cost, schedule_from_tag,
-                   standard_schedules, theorem1)
+from .cost import (BACKWARD, GROUPS, dims_dict, dims_of, ideal_ratios, schedule_cost, standard_schedules,
+                   theorem1)
 from .engine import InversionConfig
 from .errors import PriError
 from .io import atomic_write_json, device_name, resolve_device, set_threads, versions
 from .io import progress as progress_bar
-from .schedules import PRI, SCORES, Schedule, make_schedule
-from .timing import MODES, resolve_mode
+from .schedules import (PRI, IdealSMI, Schedule, Spec, add_schedule_arguments, specs_from_args,
+                        theorem1_companions)
+from .timing import MODES, REPEATS, STEPS, WARMUP, resolve_mode
 
 WHATS = ("cost", "flops", "time")
 
@@ -33,22 +34,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="teacher weights (only timing reads them; without it: random-init, said in the provenance)")
     p.add_argument("--num-classes", type=int, help="classes of the head (default: the checkpoint's or the model's)")
     p.add_argument("--img-size", type=int, help="input side in pixels (default: the model's)")
-    p.add_argument("--method", choices=["dmi", "smi", "pri"], help="one schedule: dense, prune-and-discard or patch rebirth")
-    p.add_argument("--v", type=int, help="PRI division factor")
-    p.add_argument("--prune-at", type=int, nargs="+", metavar="I", help="SMI prune iterations (default: 50 100 200 300 scaled to --iterations)")
-    p.add_argument("--prune-ratio", type=float, nargs="+", metavar="R", help="SMI fraction pruned at each prune iteration (default 0.3 each)")
-    p.add_argument("--score", default="cls_attn", choices=list(SCORES), help="patch importance for SMI/PRI")
-    p.add_argument("--schedules", nargs="+", metavar="TAG",
-                   help="many schedules in one job instead of --method: 'standard' (all of them) or tags dmi, smi, "
-                        "smi_star, smi_v<V>, smi_star_v<V>, pri_v<V>, pri_random_v<V>")
-    p.add_argument("--vs", type=int, nargs="+", default=[2, 4, 7], metavar="V", help="division factors of --schedules standard")
+    add_schedule_arguments(p, many=True)
     p.add_argument("--iterations", type=int, default=4000, help="inversion iterations T")
     p.add_argument("--batch", type=int, default=128, help="output images per batch (PRI: batch // v trajectories)")
     p.add_argument("--what", nargs="+", default=["all"], choices=list(WHATS) + ["all"], help="what to measure")
     p.add_argument("--mode", default="auto", choices=list(MODES) + ["auto"], help="timing mode (auto: full on GPU, stage-sampled on CPU)")
-    p.add_argument("--steps", type=int, default=2, help="timed steps per block (stage-sampled)")
-    p.add_argument("--warmup", type=int, default=1, help="warm-up steps per stage (stage-sampled) or before the runs (full)")
-    p.add_argument("--repeats", type=int, default=3, help="timed blocks per stage (stage-sampled) or runs (full); the median is reported")
+    p.add_argument("--steps", type=int, default=STEPS, help="timed steps per block (stage-sampled)")
+    p.add_argument("--warmup", type=int, default=WARMUP, help="warm-up steps per stage (stage-sampled) or before the runs (full)")
+    p.add_argument("--repeats", type=int, default=REPEATS, help="timed blocks per stage (stage-sampled) or runs (full); the median is reported")
     p.add_argument("--backward", default="convention", choices=list(BACKWARD), help="step = 2x forward (convention) or per-operator (exact) MACs")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="fp32, or bf16 autocast (timing)")
@@ -71,41 +64,21 @@ def resolve_what(what) -> tuple:
 
 
 def schedules_from_args(args, n: int) -> dict:
-    if args.schedules and args.method:
-        raise PriError("--schedules", "give either --method (one schedule) or --schedules (many), not both")
-    if not args.schedules and not args.method:
-        raise PriError("--method", "give a schedule: --method dmi|smi|pri (or --schedules standard)")
-    if args.schedules:
-        if args.v is not None or args.prune_at or args.prune_ratio:
-            raise PriError("--schedules", "--v/--prune-at/--prune-ratio go with --method; with --schedules use tags "
-                           "such as pri_v4 or smi_v4")
-        out = {}
-        for tag in args.schedules:
-            if tag == "standard":
-                out.update(standard_schedules(n, args.iterations, vs=tuple(args.vs)))
-            else:
-                out[tag] = schedule_from_tag(tag, n, args.iterations)
-        return out
-    if args.v is not None and args.method != "pri":
-        raise PriError("--v", f"only PRI takes a division factor (got --method {args.method})")
-    if (args.prune_at or args.prune_ratio) and args.method != "smi":
-        raise PriError("--prune-at", f"only SMI takes prune iterations and ratios (got --method {args.method})")
-    prune_at = args.prune_at
-    if args.method == "smi" and not prune_at:
-        from .schedules import scaled_prune_at
-
-        prune_at = scaled_prune_at(args.iterations)
-    s = make_schedule(args.method, v=args.v, prune_at=prune_at, prune_ratio=args.prune_ratio, score=args.score)
-    # SMI with its own --prune-at / --prune-ratio is not the public default: tag it "smi"
-    smi_tag = "smi" if args.prune_at or args.prune_ratio else "smi_default"
-    tag = {"dmi": "dmi", "smi": smi_tag}.get(args.method) or \
-        (f"pri_random_v{args.v}" if args.score == "random" else f"pri_v{args.v}")
-    return {tag: s}
+    """``{tag: schedule}`` of the command line, with the SMI* companions of its PRI tags (Theorem 1)."""
+    out = {}
+    for spec, options in specs_from_args(args, many=True):
+        if spec is None:
+            out.update(standard_schedules(n, args.iterations, vs=tuple(args.vs)))
+        else:
+            out[spec.tag] = spec.build(n, args.iterations, options)
+    for tag in theorem1_companions(out):
+        out.setdefault(tag, Spec.parse(tag).build(n, args.iterations))
+    return out
 
 
 def efficiency_table(model_name: str, schedules: dict, iterations: int = 4000, batch: int = 128,
-                     what=("cost", "flops", "time"), mode: str = "auto", steps: int = 2, warmup: int = 1,
-                     repeats: int = 3, device: str = "auto", dtype: str = "fp32", checkpoint: str | None = None,
+                     what=("cost", "flops", "time"), mode: str = "auto", steps: int = STEPS, warmup: int = WARMUP,
+                     repeats: int = REPEATS, device: str = "auto", dtype: str = "fp32", checkpoint: str | None = None,
                      img_size: int | None = None, num_classes: int | None = None, backward: str = "convention",
                      tf32: bool = True, graphs: bool = True, seed: int = 0, progress: bool = True,
                      details: dict | None = None, teacher=None) -> list:
@@ -204,14 +177,6 @@ def efficiency_table(model_name: str, schedules: dict, iterations: int = 4000, b
                      time_steps=steps if t["mode"] == "stage-sampled" else None, time_warmup=warmup,
                      time_repeats=repeats, time_threads=torch.get_num_threads() if dev.type == "cpu" else None)
             det[tag]["time"] = t
-    # ratios to DMI when it is in the set
-    if "dmi" in rows:
-        b = rows["dmi"]
-        for r in rows.values():
-            for key, out in (("cost_macs_total", "cost_dmi_over"), ("cost_macs_ideal", "cost_ideal_dmi_over"),
-                             ("flops_macs_total", "flops_dmi_over"), ("time_seconds_per_image", "time_dmi_over")):
-                if key in r and key in b and r[key]:
-                    r[out] = b[key] / r[key]
     if details is not None:
         details.update(schedules=det, dims=dims_dict(d), seconds=time.perf_counter() - t_start)
         if "cost" in what:
@@ -272,6 +237,9 @@ def run(args) -> int:
 
 
 def _print_summary(rows, what) -> None:
+    from .cost import speedups
+
+    over = {key: speedups(rows, key) for key in ("cost_macs_total", "time_seconds_per_image")}
     head = f"{'schedule':<16s}"
     if "cost" in what:
         head += f" {'GMAC/img':>10s} {'x DMI':>6s}"
@@ -280,13 +248,14 @@ def _print_summary(rows, what) -> None:
     if "time" in what:
         head += f" {'s/img':>9s} {'x DMI':>6s} {'mode':>13s}"
     print(head)
+    nan = float("nan")
     for r in rows:
         line = f"{r['tag']:<16s}"
         if "cost" in what:
-            line += f" {r['cost_macs_total'] / 1e9:>10.1f} {r.get('cost_dmi_over', float('nan')):>6.2f}"
+            line += f" {r['cost_macs_total'] / 1e9:>10.1f} {over['cost_macs_total'].get(r['tag'], nan):>6.2f}"
         if "flops" in what:
-            line += f" {r.get('flops_over_cost_compared', float('nan')):>12.4f}"
+            line += f" {r.get('flops_over_cost_compared', nan):>12.4f}"
         if "time" in what:
-            line += (f" {r['time_seconds_per_image']:>9.4f} {r.get('time_dmi_over', float('nan')):>6.2f}"
+            line += (f" {r['time_seconds_per_image']:>9.4f} {over['time_seconds_per_image'].get(r['tag'], nan):>6.2f}"
                      f" {r['time_mode']:>13s}")
         print(line)

@@ -55,10 +55,14 @@ class Augment:
     set: patch ``j`` of the original image lands at ``patch_dst[j]`` of the augmented one.
     """
 
-    def __init__(self, h: int, w: int, p: int, jitter: float, flip: bool, device):
+    def __init__(self, h: int, w: int, p: int, jitter: float, flip: bool, device, shift: int | None = None):
         gh, gw = h // p, w // p
         my = int(math.floor(h * jitter / p + 0.5)) if jitter > 0 else 0
         mx = int(math.floor(w * jitter / p + 0.5)) if jitter > 0 else 0
+        if shift is not None:  # the largest roll given in whole patches instead
+            my = mx = int(shift)
+        self.max_shift = (my, mx)
+        self.flip = bool(flip)
         combos = [(dy, dx, f) for dy in range(-my, my + 1) for dx in range(-mx, mx + 1)
                   for f in ((0, 1) if flip else (0,))]
         ii = torch.arange(h).view(h, 1).expand(h, w)
@@ -86,6 +90,27 @@ class Augment:
         # gather with an expanded index: same result as index_select, several times faster on CPU
         idx = pixel_src.view(1, 1, -1).expand(B, C, -1)
         return torch.gather(x.reshape(B, C, H * W), 2, idx).view(B, C, H, W)
+
+    def draw(self, b: int, gen: torch.Generator) -> torch.Tensor:
+        """One augmentation per image: roll (dy, dx) uniform in whole patches, then flip with p = 0.5
+        (drawn in that order from ``gen``); returns their indices into ``combos``."""
+        my, mx = self.max_shift
+        dy = torch.randint(-my, my + 1, (b,), generator=gen)
+        dx = torch.randint(-mx, mx + 1, (b,), generator=gen)
+        f = (torch.rand(b, generator=gen) < 0.5).long() if self.flip else torch.zeros(b, dtype=torch.long)
+        nf = 2 if self.flip else 1
+        return ((dy + my) * (2 * mx + 1) + (dx + mx)) * nf + f  # the order in which combos are listed
+
+    def apply_each(self, x: torch.Tensor, combo: torch.Tensor) -> torch.Tensor:
+        """Image ``i`` of ``x`` under augmentation ``combo[i]``."""
+        B, C, H, W = x.shape
+        idx = self.pixel_src[combo.to(self.pixel_src.device)].unsqueeze(1).expand(B, C, -1)
+        return torch.gather(x.reshape(B, C, H * W), 2, idx.to(x.device)).view(B, C, H, W)
+
+    def move_masks(self, mask: torch.Tensor, combo: torch.Tensor) -> torch.Tensor:
+        """Patch masks [B, N] following their images under ``combo``."""
+        dst = self.patch_dst[combo.to(self.patch_dst.device)].to(mask.device)
+        return torch.zeros_like(mask).scatter_(1, dst, mask)
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
@@ -250,9 +275,17 @@ class Inverter:
         events = set(sched.event_iterations(T, self.n))
         b = self.trajectories
         active = torch.arange(self.n, device=self.device).unsqueeze(0).expand(b, -1).contiguous()
-        out_imgs, out_masks, out_stage = [], [], []
+        out_imgs, out_masks, out_stage, out_updates = [], [], [], []
         stage_no = 0
         counts = []
+        # optimisation steps each patch of each trajectory received so far (original patch order)
+        updates = torch.zeros(b, self.n, dtype=torch.int32, device=self.device)
+        last = 0
+
+        def advance(t):
+            nonlocal last
+            updates.scatter_add_(1, active, torch.full(active.shape, t - last, dtype=torch.int32, device=self.device))
+            last = t
 
         def emit(idx):
             nonlocal stage_no
@@ -260,6 +293,7 @@ class Inverter:
             with torch.no_grad():
                 out_imgs.append(to_uint8(self.x.detach(), self.mean, self.std, mask, self.p).cpu())
             out_masks.append(mask.cpu())
+            out_updates.append(torch.zeros_like(updates).scatter_(1, idx, updates.gather(1, idx)).cpu())
             out_stage.append(torch.full((b,), stage_no, dtype=torch.int64))
             stage_no += 1
 
@@ -271,7 +305,8 @@ class Inverter:
         t0 = time.perf_counter()
         for t in range(run_len):
             if t in events:
-                score = self.score(active, t)
+                advance(t)
+                score = self.score(sched.score_set(t, active, self.n), t)
                 ev = sched.act(t, active, score, self.n, T)
                 if callback is not None:
                     callback(t, self.x.detach(), ev.emitted)
@@ -283,6 +318,7 @@ class Inverter:
             counts.append(active.shape[1])
             stage.step(self.sample_combo())
             bar.update(1)
+        advance(run_len)
         final = sched.finish(active)
         if callback is not None:
             callback(run_len, self.x.detach(), final)
@@ -304,6 +340,7 @@ class Inverter:
             "labels": self.labels.cpu().repeat(len(out_imgs))[order].contiguous(),
             "trajectory": traj[order].contiguous(),
             "stage": stages[order].contiguous(),
+            "updates": torch.cat(out_updates)[order].contiguous(),
             "ledger": ledger,
         }
 

@@ -13,7 +13,7 @@ from .engine import InversionConfig, invert
 from .errors import PriError
 from .io import atomic_torch_save, set_threads
 from .models import load_model
-from .schedules import SCORES, make_schedule
+from .schedules import add_schedule_arguments, specs_from_args
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,11 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", help="teacher weights (.pth/.pt loaded with weights_only=True, or .safetensors); without it the teacher keeps random weights and the ledger says random-init")
     p.add_argument("--num-classes", type=int, help="classes of the teacher's head (default: the checkpoint's or the model's)")
     p.add_argument("--img-size", type=int, help="input side in pixels (default: the checkpoint's or the model's)")
-    p.add_argument("--method", required=True, choices=["dmi", "smi", "pri"], help="dense (dmi), sparse prune-and-discard (smi) or patch rebirth (pri)")
-    p.add_argument("--v", type=int, help="PRI division factor: images per trajectory, detach at k*floor(T/v)")
-    p.add_argument("--prune-at", type=int, nargs="+", metavar="I", help="SMI prune iterations (default: the public 50 100 200 300)")
-    p.add_argument("--prune-ratio", type=float, nargs="+", metavar="R", help="SMI fraction pruned at each prune iteration, one per --prune-at (default 0.3 each)")
-    p.add_argument("--score", default="cls_attn", choices=list(SCORES), help="patch importance: last-block CLS attention, or random (Re-Birth ablation)")
+    add_schedule_arguments(p)
     p.add_argument("--score-layer", type=int, default=-1, help="block whose CLS attention row scores the patches")
     p.add_argument("--iterations", type=int, required=True, help="inversion iterations T")
     p.add_argument("--batch", type=int, required=True, help="output images; for PRI the trajectories are batch // v")
@@ -45,19 +41,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args) -> int:
     set_threads(args.threads)
-    if args.v is not None and args.method != "pri":
-        raise PriError("--v", f"only PRI takes a division factor (got --method {args.method})")
-    if (args.prune_at or args.prune_ratio) and args.method != "smi":
-        raise PriError("--prune-at", f"only SMI takes prune iterations and ratios (got --method {args.method})")
-    schedule = make_schedule(args.method, v=args.v, prune_at=args.prune_at, prune_ratio=args.prune_ratio,
-                             score=args.score)
+    (spec, options), = specs_from_args(args)
     teacher = load_model(args.model, args.checkpoint, num_classes=args.num_classes, img_size=args.img_size)
+    from .vit import num_patches
+
+    schedule = spec.build(num_patches(teacher.model), args.iterations, options)
     cfg = InversionConfig(iterations=args.iterations, batch=args.batch, seed=args.seed, lr=args.lr,
                           tv_weight=args.tv_weight, jitter=args.jitter, flip=not args.no_flip,
                           score_layer=args.score_layer, device=args.device, dtype=args.dtype,
                           tf32=not args.no_tf32, graphs="off" if args.no_graphs else "auto",
                           progress=not args.no_progress)
     pool = invert(teacher, schedule, cfg)
+    pool["ledger"]["tag"] = spec.tag
     atomic_torch_save(pool, args.out)
     led = pool["ledger"]
     print(f"{led['method']}: {led['images_out']} images, {led['wall_seconds']:.2f} s loop "

@@ -2,6 +2,8 @@
 runtime set-up the commands share (threads, device, bf16 autocast), provenance and progress."""
 from __future__ import annotations
 
+import contextlib
+import glob
 import json
 import os
 import tempfile
@@ -40,37 +42,73 @@ def setup_runtime(threads: int | None, device: str, amp: str = "off") -> tuple[t
     return dev, amp == "on" or (amp == "auto" and dev.type == "cuda")
 
 
-def _tmp_for(path: str) -> str:
+def umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+@contextlib.contextmanager
+def atomic_path(path: str):
+    """Yields a temporary path next to ``path``; when the block ends without error it is renamed to
+    ``path`` (so a reader sees the whole file or none), with the permissions the umask gives a new
+    file (a temporary file is private to its writer otherwise). Temporaries left by a killed
+    writer of the same file are removed first; an error (or SIGTERM, see pri.cli) removes ours."""
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".part", dir=d)
+    base = os.path.basename(path)
+    for stale in glob.glob(os.path.join(glob.escape(d), "." + glob.escape(base) + ".*.part")):
+        try:
+            os.remove(stale)
+        except OSError:
+            pass
+    fd, tmp = tempfile.mkstemp(prefix="." + base + ".", suffix=".part", dir=d)
     os.close(fd)
-    return tmp
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~umask())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def atomic_torch_save(obj, path: str) -> None:
-    tmp = _tmp_for(path)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def atomic_write_text(path: str, text: str) -> None:
-    tmp = _tmp_for(path)
-    try:
+    with atomic_path(path) as tmp:
         with open(tmp, "w") as f:
             f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def atomic_write_json(path: str, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def check_writable(path: str, option: str = "--out") -> None:
+    """Fail now, before any work, if ``path`` cannot be written (its folder cannot be made or
+    written, it is a folder, or its parent is a file)."""
+    p = os.path.abspath(path)
+    if os.path.isdir(p):
+        raise PriError(option, f"{path} is a directory: give a file name")
+    d = os.path.dirname(p)
+    probe = d
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise PriError(option, f"cannot write {path}: {probe} is a file, not a folder")
+    try:
+        os.makedirs(d, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(p) + ".", suffix=".part", dir=d)
+        os.close(fd)
+        os.remove(tmp)
+    except OSError as e:
+        raise PriError(option, f"cannot write {path} ({e.strerror or type(e).__name__}): choose a writable place") from e
+    if os.path.exists(p) and not os.access(p, os.W_OK):
+        raise PriError(option, f"cannot write {path}: the file is read-only")
 
 
 def versions() -> dict:
@@ -91,11 +129,61 @@ def device_name(device: torch.device) -> str:
 
 def progress(total, enabled=True, desc=None, **kw):
     """A tqdm progress bar. On a terminal it refreshes every second; in a log file (a workflow
-    rule) it writes a line every TQDM_MININTERVAL seconds (default 15) so logs stay readable."""
+    rule) it writes a line at most every TQDM_MININTERVAL seconds (default 15) so logs stay
+    readable: a postfix update then waits for the next regular refresh instead of forcing one."""
     import sys
 
     from tqdm.auto import tqdm
 
-    every = float(os.environ.get("TQDM_MININTERVAL", 1.0 if sys.stderr.isatty() else 15.0))
+    tty = sys.stderr.isatty()
+    every = float(os.environ.get("TQDM_MININTERVAL", 1.0 if tty else 15.0))
+
+    class Bar(tqdm):
+        def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
+            super().set_postfix(ordered_dict, refresh=refresh and tty, **kwargs)
+
+        def set_postfix_str(self, s="", refresh=True):
+            super().set_postfix_str(s, refresh=refresh and tty)
+
     kw.setdefault("dynamic_ncols", True)
-    return tqdm(total=total, disable=not enabled, desc=desc, mininterval=every, **kw)
+    return Bar(total=total, disable=not enabled, desc=desc, mininterval=every, **kw)
+
+def safe_torch_load(path: str, option: str, what: str = "checkpoint"):
+    """``torch.load(path, weights_only=True)`` with one-line errors naming ``option``. The file's
+    structure decides the message, never an exception's text: a torch archive that references
+    Python globals beyond tensors and plain containers (a pickle that could run code) is refused
+    by name, anything else unreadable is said to be so."""
+    import pickletools
+    import zipfile
+
+    if not os.path.exists(path):
+        raise PriError(option, f"{what} not found: {path}")
+    if not os.path.isfile(path):
+        raise PriError(option, f"{path} is not a file")
+    if os.path.getsize(path) == 0:
+        raise PriError(option, f"{path} is empty (0 bytes); write it again")
+    if zipfile.is_zipfile(path):
+        from torch.serialization import get_unsafe_globals_in_checkpoint
+
+        try:
+            unsafe = get_unsafe_globals_in_checkpoint(path)
+        except Exception as e:  # noqa: BLE001 - a damaged archive: said as such below
+            raise PriError(option, f"{path} is not a readable torch file ({type(e).__name__})") from e
+        if unsafe:
+            raise PriError(option, f"refused to load {path}: it references Python objects beyond tensors and plain "
+                           f"containers ({', '.join(sorted(unsafe)[:3])}), so loading it could run code; never load "
+                           f"it with weights_only=False: re-save the data as tensors and plain containers")
+    else:
+        try:
+            with open(path, "rb") as f:
+                ops = {op.name for op, _, _ in pickletools.genops(f)}
+        except Exception as e:  # noqa: BLE001 - not a pickle at all
+            raise PriError(option, f"{path} is not a torch file (neither a torch.save archive nor a pickle)") from e
+        if ops & {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX"}:
+            raise PriError(option, f"refused to load {path}: a raw pickle referencing Python objects (loading it could "
+                           "run code); never load it with weights_only=False: re-save it with torch.save as tensors "
+                           "and plain containers")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated or damaged
+        raise PriError(option, f"{path} is not a readable torch file ({type(e).__name__}); write it again") from e

@@ -95,25 +95,21 @@ def sha256_file(path: str) -> str:
 
 
 def read_checkpoint(path: str, option: str = "--checkpoint") -> dict:
-    """Read a checkpoint safely: .safetensors, or a torch file with weights_only=True."""
-    if not os.path.isfile(path):
-        raise PriError(option, f"file not found: {path}")
+    """Read a checkpoint safely: .safetensors, or a torch file with weights_only=True (a pickle that
+    would run code is refused)."""
     if path.endswith(".safetensors"):
+        if not os.path.isfile(path):
+            raise PriError(option, f"file not found: {path}")
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         try:
             return load_file(path, device="cpu")
-        except Exception as e:  # noqa: BLE001
-            raise PriError(option, f"{path} is not a readable .safetensors file ({type(e).__name__}: {e})") from e
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        msg = str(e)
-        if "Weights only load failed" in msg or "Unsupported global" in msg or "weights_only" in msg:
-            raise PriError(option, f"refused to load {path}: it holds Python objects beyond tensors and plain "
-                           "containers (a pickle that could run code); re-save it as a state_dict or .safetensors") from e
-        raise PriError(option, f"{path} is not a readable torch checkpoint ({type(e).__name__}: "
-                       f"{msg.splitlines()[0] if msg else ''})") from e
+        except (SafetensorError, OSError, ValueError) as e:
+            raise PriError(option, f"{path} is not a readable .safetensors file ({type(e).__name__})") from e
+    from .io import safe_torch_load
+
+    obj = safe_torch_load(path, option)
     if not isinstance(obj, dict):
         raise PriError(option, f"{path} holds a {type(obj).__name__}, not a state_dict")
     return obj

@@ -1,16 +1,24 @@
-"""Schedules: the only thing in which DMI, SMI and PRI differ.
+"""Schedules and the one vocabulary of methods.
 
 The engine runs one loop. Before iteration ``t`` (that is, after ``t`` optimisation steps) a
-schedule may act: read patch scores on an un-augmented forward, shrink the active set, and
+schedule may act: read patch scores on an un-augmented forward, change the active set, and
 emit output images (a set of patch indices per trajectory whose current pixels become one
 sparse synthetic image). A new method is a new schedule, not a new loop.
+
+Every method has a tag (``dmi``, ``smi_default``, ``smi_v4``, ``pri_v4``, ``pri_random_v4``,
+``smi_rerank_v4``, ``dmi_updates_v4``, ``smi_star_v4``, ...). :class:`Spec` parses a tag, formats
+it back, says which options go with it and builds its schedule; :data:`REGISTRY` holds one
+:class:`Method` per tag stem. Nothing else in the suite builds or splits a tag: adding a method is
+one schedule class and one ``register(Method(...))`` line.
 
 Counts per iteration are also available analytically (``active_counts``) for the cost model.
 """
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -19,6 +27,7 @@ from .errors import PriError
 SMI_PUBLIC_PRUNE_AT = (50, 100, 200, 300)
 SMI_PUBLIC_RATIO = 0.3
 SMI_PUBLIC_T = 4000
+SMI_PRUNES = 4
 SCORES = ("cls_attn", "random")
 
 
@@ -27,9 +36,27 @@ def keep_count(k: int, ratio: float) -> int:
     return max(1, int(math.floor(k * (1.0 - ratio) + 1e-9)))
 
 
-def matched_ratio(v: int, prunes: int = 4) -> float:
+def matched_ratio(v: int, prunes: int = SMI_PRUNES) -> float:
     """Per-prune ratio r with (1-r)^prunes = 1/v: SMI at PRI's sparsity 1 - 1/v."""
     return 1.0 - (1.0 / v) ** (1.0 / prunes)
+
+
+def matched_keep(n: int, v: int) -> int:
+    """PRI's mean patches per image at division factor ``v``: N / v, rounded half up."""
+    return max(1, int(math.floor(n / v + 0.5)))
+
+
+def matched_counts(n: int, v: int, prunes: int = SMI_PRUNES) -> list[int]:
+    """Active counts after each of SMI's ``prunes`` prunes at matched sparsity: geometric from ``n``
+    to exactly :func:`matched_keep` (rounded, strictly decreasing where the counts allow)."""
+    end = matched_keep(n, v)
+    out, last = [], n
+    for i in range(1, prunes + 1):
+        k = end if i == prunes else int(round(n * (end / n) ** (i / prunes)))
+        k = min(max(k, end), last - 1 if last > end else end)
+        out.append(k)
+        last = k
+    return out
 
 
 def scaled_prune_at(iterations: int, base=SMI_PUBLIC_PRUNE_AT, base_t: int = SMI_PUBLIC_T) -> list[int]:
@@ -52,6 +79,18 @@ class Event:
     emitted: list = field(default_factory=list)  # [B, k] index sets whose current pixels form output images
 
 
+def _rank(score: torch.Tensor) -> torch.Tensor:
+    """Positions sorted by descending score (stable: ties keep the lower position first)."""
+    return torch.sort(score, dim=1, descending=True, stable=True).indices
+
+
+def top_patches(candidates: torch.Tensor, score: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k`` highest-scoring of ``candidates`` ([B, K] patch indices scored by ``score`` [B, K]),
+    in increasing patch order."""
+    pos = torch.sort(_rank(score)[:, :k], dim=1).values
+    return candidates.gather(1, pos)
+
+
 class Schedule:
     method = "base"
     score = "cls_attn"
@@ -71,6 +110,14 @@ class Schedule:
 
     def needs_score(self, t: int) -> bool:
         return self.score == "cls_attn"
+
+    def score_set(self, t: int, active: torch.Tensor, n: int) -> torch.Tensor:
+        """The patches whose scores the event at ``t`` reads (default: the active ones)."""
+        return active
+
+    def scored(self, t: int, k: int, n: int) -> int:
+        """How many patches the score forward of the event at ``t`` sees when ``k`` are active."""
+        return k
 
     def act(self, t: int, active: torch.Tensor, score: torch.Tensor | None, n: int, iterations: int) -> Event:
         raise NotImplementedError
@@ -101,66 +148,131 @@ class Schedule:
             raise PriError("--iterations", f"must be >= 1 (got {iterations})")
         if batch < 1:
             raise PriError("--batch", f"must be >= 1 (got {batch})")
-        if self.score != "none" and self.score not in SCORES:
+        if self.score not in ("none",) + SCORES:
             raise PriError("--score", f"unknown score {self.score!r}: choose one of {', '.join(SCORES)}")
 
 
-def _rank(score: torch.Tensor) -> torch.Tensor:
-    """Positions sorted by descending score (stable: ties keep the lower position first)."""
-    return torch.sort(score, dim=1, descending=True, stable=True).indices
-
-
 class DMI(Schedule):
-    """Dense: all patches for all iterations, one dense image per trajectory."""
+    """Dense: all patches, one dense image per trajectory; ``run`` iterations if given (fewer than T:
+    the DMI control at PRI's mean updates per patch), else all T."""
     method = "dmi"
     score = "none"
+
+    def __init__(self, run: int | None = None):
+        self.run = None if run is None else int(run)
+
+    def run_length(self, iterations):
+        return iterations if self.run is None else min(iterations, self.run)
 
     def needs_score(self, t):
         return False
 
+    def validate(self, n, iterations, batch):
+        super().validate(n, iterations, batch)
+        if self.run is not None and self.run < 1:
+            raise PriError("--iterations", f"the DMI control runs {self.run} iterations: give more --iterations")
+
+    def params(self):
+        return {"method": self.method} if self.run is None else {"method": self.method, "run_iterations": self.run}
+
 
 class SMI(Schedule):
-    """Sparse model inversion: prune the lowest-scoring fraction at each prune iteration."""
+    """Sparse model inversion: prune the lowest-scoring patches at each prune iteration, either a
+    fraction (``ratios``, floor) or down to given counts (``keep``); pruned patches never return."""
     method = "smi"
 
-    def __init__(self, prune_at=SMI_PUBLIC_PRUNE_AT, ratios=None, score: str = "cls_attn"):
+    def __init__(self, prune_at=SMI_PUBLIC_PRUNE_AT, ratios=None, keep=None, score: str = "cls_attn"):
         self.prune_at = [int(p) for p in prune_at]
-        if ratios is None:
+        self.keep = None if keep is None else [int(k) for k in keep]
+        if ratios is None and keep is None:
             ratios = [SMI_PUBLIC_RATIO] * len(self.prune_at)
-        self.ratios = [float(r) for r in ratios]
+        self.ratios = None if ratios is None else [float(r) for r in ratios]
         self.score = score
 
     def validate(self, n, iterations, batch):
         super().validate(n, iterations, batch)
         if not self.prune_at:
             raise PriError("--prune-at", "SMI needs at least one prune iteration (e.g. --prune-at 50 100 200 300)")
-        if len(self.ratios) != len(self.prune_at):
-            raise PriError("--prune-ratio", f"give one ratio per prune iteration: {len(self.prune_at)} prune "
-                           f"iterations but {len(self.ratios)} ratios")
-        for r in self.ratios:
-            if not 0.0 < r < 1.0:
-                raise PriError("--prune-ratio", f"ratios must lie in (0, 1) (got {r})")
+        if self.ratios is not None and self.keep is not None:
+            raise PriError("--prune-keep", "give either --prune-ratio or --prune-keep, not both")
+        per = self.ratios if self.ratios is not None else self.keep
+        opt = "--prune-ratio" if self.ratios is not None else "--prune-keep"
+        if len(per) != len(self.prune_at):
+            raise PriError(opt, f"give one value per prune iteration: {len(self.prune_at)} prune iterations but "
+                           f"{len(per)} values")
+        if self.ratios is not None and not all(0.0 < r < 1.0 for r in self.ratios):
+            raise PriError("--prune-ratio", f"ratios must lie in (0, 1) (got {self.ratios})")
+        if self.keep is not None and not (all(1 <= k for k in self.keep) and self.keep[0] <= n
+                                          and all(b <= a for a, b in zip(self.keep, self.keep[1:]))):
+            raise PriError("--prune-keep", f"counts must be non-increasing between 1 and {n} (got {self.keep})")
         if any(b <= a for a, b in zip(self.prune_at, self.prune_at[1:])) or self.prune_at[0] < 1:
             raise PriError("--prune-at", f"prune iterations must be positive and increasing (got {self.prune_at})")
         if self.prune_at[-1] >= iterations:
             raise PriError("--prune-at", f"prune iteration {self.prune_at[-1]} is not below --iterations "
-                           f"{iterations}: use iterations inside the run (pri.schedules.scaled_prune_at scales "
-                           "the public 50/100/200/300 to any T)")
+                           f"{iterations}: use iterations inside the run (the public 50 100 200 300 of 4000 are "
+                           "scaled to any T when --prune-at is not given)")
 
     def event_iterations(self, iterations, n):
         return list(self.prune_at)
 
     def _count_after(self, t, k, n, iterations):
-        return keep_count(k, self.ratios[self.prune_at.index(t)])
+        i = self.prune_at.index(t)
+        return self.keep[i] if self.keep is not None else keep_count(k, self.ratios[i])
 
     def act(self, t, active, score, n, iterations):
-        keep = keep_count(active.shape[1], self.ratios[self.prune_at.index(t)])
-        pos = torch.sort(_rank(score)[:, :keep], dim=1).values
-        return Event(new_active=active.gather(1, pos))
+        return Event(new_active=top_patches(active, score, self._count_after(t, active.shape[1], n, iterations)))
 
     def params(self):
-        return {"method": self.method, "prune_at": list(self.prune_at), "prune_ratio": list(self.ratios),
-                "score": self.score}
+        p = {"method": self.method, "prune_at": list(self.prune_at), "score": self.score}
+        if self.ratios is not None:
+            p["prune_ratio"] = list(self.ratios)
+        if self.keep is not None:
+            p["prune_keep"] = list(self.keep)
+        return p
+
+
+class SMIRerank(SMI):
+    """SMI with periodic re-ranking: SMI's prunes and counts, and every ``every`` iterations after
+    the first prune the score is read over all N patches (un-augmented forward) and the active set
+    re-chosen at the current count. A patch that comes back resumes from its frozen pixels."""
+    method = "smi_rerank"
+
+    def __init__(self, prune_at=SMI_PUBLIC_PRUNE_AT, ratios=None, keep=None, every: int = 50,
+                 score: str = "cls_attn"):
+        super().__init__(prune_at, ratios, keep, score)
+        self.every = int(every)
+
+    def validate(self, n, iterations, batch):
+        super().validate(n, iterations, batch)
+        if self.every < 1:
+            raise PriError("--rerank-every", f"must be >= 1 (got {self.every})")
+
+    def reranks(self, iterations: int) -> list[int]:
+        first = self.prune_at[0]
+        return [t for t in range(first + self.every, iterations, self.every) if t not in self.prune_at]
+
+    def event_iterations(self, iterations, n):
+        return sorted(set(self.prune_at) | set(self.reranks(iterations)))
+
+    def _count_after(self, t, k, n, iterations):
+        return super()._count_after(t, k, n, iterations) if t in self.prune_at else k
+
+    def score_set(self, t, active, n):
+        if t in self.prune_at:
+            return active
+        return torch.arange(n, device=active.device).unsqueeze(0).expand(active.shape[0], -1)
+
+    def scored(self, t, k, n):
+        return k if t in self.prune_at else n
+
+    def act(self, t, active, score, n, iterations):
+        if t in self.prune_at:
+            return super().act(t, active, score, n, iterations)
+        cand = self.score_set(t, active, n)
+        return Event(new_active=top_patches(cand, score, active.shape[1]))
+
+    def params(self):
+        return {**super().params(), "rerank_every": self.every}
 
 
 class PRI(Schedule):
@@ -198,9 +310,6 @@ class PRI(Schedule):
         # t_1 .. t_{v-1}; t_v is the end of the run (finish)
         return [k * self.interval(iterations) for k in range(1, self.v)]
 
-    def needs_score(self, t):
-        return self.score == "cls_attn"
-
     def _count_after(self, t, k, n, iterations):
         return k - n // self.v
 
@@ -211,21 +320,309 @@ class PRI(Schedule):
         rest = torch.sort(order[:, per:], dim=1).values
         return Event(new_active=active.gather(1, rest), emitted=[active.gather(1, top)])
 
+    def mean_updates(self, n: int, iterations: int) -> float:
+        """Optimisation steps a patch receives, averaged over the N patches of a trajectory."""
+        step, per = self.interval(iterations), n // self.v
+        sizes = [per] * (self.v - 1) + [n - (self.v - 1) * per]
+        return sum(s * (k + 1) * step for k, s in enumerate(sizes)) / n
+
     def params(self):
         return {"method": self.method, "v": self.v, "score": self.score}
 
 
-def make_schedule(method: str, v: int | None = None, prune_at=None, prune_ratio=None, score: str = "cls_attn"):
-    method = method.lower()
-    if method == "dmi":
-        return DMI()
-    if method == "smi":
-        prune_at = list(prune_at) if prune_at else list(SMI_PUBLIC_PRUNE_AT)
-        if prune_ratio is None or len(prune_ratio) == 0:
-            prune_ratio = [SMI_PUBLIC_RATIO] * len(prune_at)
-        return SMI(prune_at, prune_ratio, score=score)
+class IdealSMI(Schedule):
+    """SMI*: the idealised SMI of the paper's Theorem 1, pruned at step 0 straight to ``keep``
+    patches (by score) and optimised at that count for all T iterations. Runnable by the engine
+    (the event at t = 0 reads scores on the initial noise)."""
+    method = "smi_star"
+
+    def __init__(self, keep: int, score: str = "cls_attn"):
+        self.keep = int(keep)
+        self.score = score
+
+    def validate(self, n, iterations, batch):
+        super().validate(n, iterations, batch)
+        if not 1 <= self.keep <= n:
+            raise PriError("--schedule", f"SMI* keeps between 1 and {n} patches (got {self.keep})")
+
+    def event_iterations(self, iterations, n):
+        return [0]
+
+    def _count_after(self, t, k, n, iterations):
+        return self.keep
+
+    def act(self, t, active, score, n, iterations):
+        return Event(new_active=top_patches(active, score, self.keep))
+
+    def params(self):
+        return {"method": self.method, "keep": self.keep, "score": self.score}
+
+
+def final_count(schedule: Schedule, n: int, iterations: int) -> int:
+    counts = [c for c in schedule.active_counts(n, iterations) if c > 0]
+    return counts[-1] if counts else 0
+
+
+# ------------------------------------------------------------------------------------ vocabulary
+OPTIONS = {  # schedule options beyond the tag: the `pri invert` option and its help
+    "rerank_every": "--rerank-every",
+    "prune_at": "--prune-at",
+    "prune_ratio": "--prune-ratio",
+    "prune_keep": "--prune-keep",
+    "score": "--score",
+}
+
+
+@dataclass(frozen=True)
+class Method:
+    """One entry of the vocabulary: a tag stem, its family label, whether it takes a division
+    factor ``v``, the schedule it builds and the options beyond the tag that it accepts."""
+    name: str
+    family: str
+    v: str  # "required" | "none" | "optional"
+    build: Callable  # (v, n, iterations, options) -> Schedule
+    options: tuple = ()
+    sparsity: Callable | None = None  # (v) -> nominal fraction of patches removed per image
+    help: str = ""
+
+
+REGISTRY: dict[str, Method] = {}
+
+
+def register(m: Method) -> Method:
+    REGISTRY[m.name] = m
+    return m
+
+
+def _smi_custom(v, n, T, o):
+    prune_at = o.get("prune_at") or scaled_prune_at(T)
+    if o.get("prune_keep"):
+        return SMI(prune_at, keep=o["prune_keep"], score=o.get("score", "cls_attn"))
+    ratios = o.get("prune_ratio") or [SMI_PUBLIC_RATIO] * len(prune_at)
+    return SMI(prune_at, ratios=ratios, score=o.get("score", "cls_attn"))
+
+
+def _smi(v, n, T, o):
+    if v is None:
+        return _smi_custom(v, n, T, o)
+    prune_at = scaled_prune_at(T)
+    return SMI(prune_at, ratios=[round(matched_ratio(v, len(prune_at)), 4)] * len(prune_at))
+
+
+def _smi_rerank(v, n, T, o):
+    base = _smi(v, n, T, o) if v is not None else _smi_custom(v, n, T, o)
+    return SMIRerank(base.prune_at, base.ratios, base.keep, every=o.get("rerank_every") or max(1, T // 10))
+
+
+def _dmi_updates(v, n, T, o):
+    return DMI(run=int(round(PRI(v).mean_updates(n, T))))
+
+
+def _smi_star(v, n, T, o):
+    if v is None:
+        return IdealSMI(final_count(SMI(scaled_prune_at(T)), n, T))
+    return IdealSMI(max(1, n // v))
+
+
+register(Method("dmi", "DMI", "none", lambda v, n, T, o: DMI(), sparsity=lambda v: 0.0,
+                help="dense model inversion"))
+register(Method("dmi_updates", "DMI (PRI's updates)", "required", _dmi_updates, sparsity=lambda v: 0.0,
+                help="DMI run for PRI's mean optimisation steps per patch at v (about T(v+1)/(2v)): the control "
+                     "that separates rebirth from fewer updates"))
+register(Method("smi_default", "SMI (default)", "none",
+                lambda v, n, T, o: SMI(scaled_prune_at(T), ratios=[SMI_PUBLIC_RATIO] * len(scaled_prune_at(T))),
+                sparsity=lambda v: 1 - (1 - SMI_PUBLIC_RATIO) ** SMI_PRUNES,
+                help="SMI's public schedule: prune 30% at 50/100/200/300 of 4000, scaled to T"))
+register(Method("smi", "SMI (matched)", "optional", _smi, options=("prune_at", "prune_ratio", "prune_keep", "score"),
+                sparsity=lambda v: 1 - 1 / v,
+                help="SMI at PRI's sparsity 1 - 1/v (smi_v<V>); without v, SMI with explicit prune options"))
+register(Method("smi_rerank", "SMI (re-ranking)", "required", _smi_rerank, options=("rerank_every",),
+                sparsity=lambda v: 1 - 1 / v,
+                help="SMI at matched sparsity that re-chooses its active set over all patches every "
+                     "--rerank-every iterations after the first prune"))
+register(Method("pri", "PRI", "required", lambda v, n, T, o: PRI(v), sparsity=lambda v: 1 - 1 / v,
+                help="Patch Rebirth Inversion with division factor v"))
+register(Method("pri_random", "PRI (random)", "required", lambda v, n, T, o: PRI(v, score="random"),
+                sparsity=lambda v: 1 - 1 / v, help="PRI with random patch selection (the Re-Birth ablation)"))
+register(Method("smi_star", "SMI*", "optional", _smi_star,
+                help="the idealised SMI of Theorem 1, pruned at step 0 to PRI's count (smi_star_v<V>) or to SMI's "
+                     "final count (smi_star)"))
+
+_TAG = re.compile(r"^(?P<name>[a-z][a-z0-9_]*?)(?:_v(?P<v>[0-9]+))?$")
+
+
+def tag_help() -> str:
+    return ", ".join(f"{m.name}_v<V>" if m.v == "required" else
+                     (f"{m.name}[_v<V>]" if m.v == "optional" else m.name) for m in REGISTRY.values())
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A method tag, parsed: the registry entry ``name`` and its division factor ``v``."""
+    name: str
+    v: int | None = None
+
+    @classmethod
+    def parse(cls, tag: str, option: str = "--schedule") -> "Spec":
+        m = _TAG.match(str(tag).strip())
+        name, v = (m["name"], int(m["v"]) if m["v"] else None) if m else (None, None)
+        if name not in REGISTRY and m and m["v"]:  # e.g. a stem that itself ends in _v<digits>
+            name, v = None, None
+        if name not in REGISTRY:
+            raise PriError(option, f"unknown method tag {tag!r}: use one of {tag_help()}")
+        spec = cls(name, v)
+        spec.check(option)
+        return spec
+
+    def check(self, option: str = "--schedule") -> None:
+        need = self.method.v
+        if need == "required" and self.v is None:
+            raise PriError(option, f"{self.name} needs a division factor: write {self.name}_v<V>, e.g. {self.name}_v4")
+        if need == "none" and self.v is not None:
+            raise PriError(option, f"{self.name} takes no division factor: write {self.name}")
+        if self.v is not None and self.v < 1:
+            raise PriError(option, f"{self.tag}: the division factor must be >= 1")
+
+    @property
+    def method(self) -> Method:
+        return REGISTRY[self.name]
+
+    @property
+    def tag(self) -> str:
+        return self.name if self.v is None else f"{self.name}_v{self.v}"
+
+    @property
+    def family(self) -> str:
+        return self.method.family
+
+    @property
+    def nominal_sparsity(self) -> float | None:
+        f = self.method.sparsity
+        return None if f is None or (self.v is None and self.method.v != "none") else float(f(self.v))
+
+    def build(self, n: int, iterations: int, options: dict | None = None) -> Schedule:
+        """The schedule of this tag for a model with ``n`` patches and ``iterations`` T; ``options``
+        beyond the tag (``--rerank-every``, SMI's explicit prune options) must be ones it takes."""
+        options = {k: v for k, v in (options or {}).items() if v is not None}
+        allowed = set(self.method.options)
+        if self.name == "smi" and self.v is not None:
+            allowed = set()
+        bad = sorted(set(options) - allowed)
+        if bad:
+            takes = ", ".join(OPTIONS[o] for o in sorted(allowed)) or "none"
+            raise PriError(OPTIONS.get(bad[0], bad[0]), f"{self.tag} does not take {OPTIONS.get(bad[0], bad[0])} "
+                           f"(its options: {takes})")
+        return self.method.build(self.v, n, iterations, options)
+
+    def describe(self) -> dict:
+        return {"tag": self.tag, "method": self.name, "family": self.family, "v": self.v,
+                "nominal_sparsity": self.nominal_sparsity}
+
+
+def spec_from_options(method: str, v: int | None = None, score: str = "cls_attn", prune_at=None,
+                      prune_ratio=None, prune_keep=None) -> tuple[Spec, dict]:
+    """``pri invert --method M [--v V] [--score S] [--prune-...]`` as a (spec, options) pair."""
+    if v is not None and method not in ("pri", "smi", "smi_rerank", "dmi_updates"):
+        raise PriError("--v", f"--method {method} takes no division factor")
+    explicit = {k: x for k, x in (("prune_at", prune_at), ("prune_ratio", prune_ratio), ("prune_keep", prune_keep))
+                if x}
+    if explicit and method not in ("smi", "smi_rerank"):
+        raise PriError(OPTIONS[next(iter(explicit))], f"only SMI takes prune options (got --method {method})")
+    if score != "cls_attn" and method not in ("pri", "smi"):
+        raise PriError("--score", f"--method {method} has no --score choice")
     if method == "pri":
         if v is None:
             raise PriError("--v", "PRI needs a division factor, e.g. --v 4")
-        return PRI(v, score=score)
-    raise PriError("--method", f"unknown method {method!r}: choose dmi, smi or pri")
+        return Spec("pri_random" if score == "random" else "pri", v), {}
+    if method == "smi":
+        if explicit or score != "cls_attn":
+            if v is not None:
+                raise PriError("--v", "give either --v (SMI at PRI's sparsity) or explicit prune options, not both")
+            return Spec("smi"), {**explicit, "score": score}
+        return (Spec("smi", v), {}) if v is not None else (Spec("smi_default"), {})
+    if method in REGISTRY:
+        spec = Spec(method, v)
+        spec.check("--v")
+        return spec, explicit
+    raise PriError("--method", f"unknown method {method!r}: choose one of {', '.join(REGISTRY)}")
+
+
+def build(tag: str, n: int, iterations: int, options: dict | None = None, option: str = "--schedule") -> Schedule:
+    """Shorthand: the schedule of ``tag``."""
+    return Spec.parse(tag, option).build(n, iterations, options)
+
+
+def theorem1_companions(tags) -> list[str]:
+    """The SMI* tags that Theorem 1 compares with the PRI tags among ``tags``."""
+    out = []
+    for t in tags:
+        s = Spec.parse(t)
+        if s.name == "pri" and Spec("smi_star", s.v).tag not in out:
+            out.append(Spec("smi_star", s.v).tag)
+    return out
+
+
+def standard_tags(vs=(2, 4, 7), random: bool = True, matched: bool = True, ideal: bool = True) -> list[str]:
+    """Every tag the suite compares at division factors ``vs``: DMI, SMI's default, and per v SMI at
+    matched sparsity, SMI*, PRI and PRI with random selection (plus SMI* at SMI's final count)."""
+    tags = ["dmi", "smi_default"] + (["smi_star"] if ideal else [])
+    for v in vs:
+        tags += [Spec("smi", v).tag] if matched else []
+        tags += [Spec("smi_star", v).tag] if ideal else []
+        tags += [Spec("pri", v).tag] + ([Spec("pri_random", v).tag] if random else [])
+    return tags
+
+
+# ------------------------------------------------------------------------------ command line
+def add_schedule_arguments(p, many: bool = False) -> None:
+    """The schedule options of ``pri invert`` (one schedule) and ``pri efficiency`` (``many``)."""
+    g = p.add_argument_group("schedule: a method tag, or --method with its options")
+    g.add_argument("--schedule", metavar="TAG", help=f"the method as a tag: {tag_help()}")
+    if many:
+        g.add_argument("--schedules", nargs="+", metavar="TAG",
+                       help="several schedules in one job: tags as for --schedule, or 'standard' (DMI, SMI's default, "
+                            "and per --vs SMI at matched sparsity, SMI*, PRI and PRI with random selection)")
+        g.add_argument("--vs", type=int, nargs="+", default=[2, 4, 7], metavar="V",
+                       help="division factors of --schedules standard")
+    g.add_argument("--method", choices=sorted(REGISTRY), help="the method by name instead of a tag (see --schedule)")
+    g.add_argument("--v", type=int, help="division factor v (PRI: images per trajectory, detach at k*floor(T/v); "
+                                         "SMI, SMI with re-ranking, the DMI control: PRI's sparsity / updates at v)")
+    g.add_argument("--score", default=None, choices=list(SCORES),
+                   help="patch importance of --method pri or smi: last-block CLS attention (default), or random "
+                        "(the Re-Birth ablation)")
+    g.add_argument("--prune-at", type=int, nargs="+", metavar="I",
+                   help="SMI prune iterations (default: the public 50 100 200 300 of 4000, scaled to --iterations)")
+    g.add_argument("--prune-ratio", type=float, nargs="+", metavar="R",
+                   help="SMI fraction pruned at each prune iteration, one per --prune-at (default 0.3 each)")
+    g.add_argument("--prune-keep", type=int, nargs="+", metavar="K",
+                   help="SMI active count after each prune iteration, instead of --prune-ratio")
+    g.add_argument("--rerank-every", type=int, default=None, metavar="R",
+                   help="smi_rerank: re-choose the active set over all patches every R iterations after the first "
+                        "prune (default: T // 10)")
+
+
+def specs_from_args(args, many: bool = False) -> list[tuple[Spec, dict]]:
+    """(spec, options) of each schedule a command line asks for; ``standard`` stays a name for the
+    caller to expand. Options that do not go with the method are refused, naming them."""
+    tags = list(getattr(args, "schedules", None) or [])
+    given = [o for o in ("schedule", "method") if getattr(args, o, None)] + (["schedules"] if tags else [])
+    if len(given) != 1:
+        which = "--schedule TAG, --schedules TAG... or --method" if many else "--schedule TAG or --method"
+        raise PriError("--" + (given[-1] if given else "schedule"),
+                       f"give exactly one of {which} (e.g. --schedule pri_v4, or --method pri --v 4)")
+    opts = {"prune_at": args.prune_at, "prune_ratio": args.prune_ratio, "prune_keep": args.prune_keep,
+            "rerank_every": args.rerank_every}
+    if args.method:
+        spec, explicit = spec_from_options(args.method, args.v, args.score or "cls_attn", args.prune_at,
+                                           args.prune_ratio, args.prune_keep)
+        extra = {k: x for k, x in opts.items() if k == "rerank_every" and x is not None}
+        return [(spec, {**explicit, **extra})]
+    for name, flag in (("v", "--v"), ("score", "--score")):
+        if getattr(args, name) is not None:
+            raise PriError(flag, f"{flag} goes with --method; a tag already says it (e.g. --schedule pri_random_v4)")
+    if args.schedule:
+        return [(Spec.parse(args.schedule, "--schedule"), {k: x for k, x in opts.items() if x is not None})]
+    if any(x is not None for x in opts.values()):
+        bad = next(k for k, x in opts.items() if x is not None)
+        raise PriError(OPTIONS[bad], f"{OPTIONS[bad]} goes with --schedule or --method (one schedule), not --schedules")
+    return [(None, {"standard": True}) if t == "standard" else (Spec.parse(t, "--schedules"), {}) for t in tags]

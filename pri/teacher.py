@@ -32,8 +32,7 @@ from .io import progress as progress_bar
 # no label smoothing, because a label-smoothed teacher distils worse (Mueller et al., 2019) and
 # its flattened confidences would blur claim 7's confidence comparison.
 DEFAULTS = dict(dataset="fashion_mnist", model="vit_pico_patch4_28", epochs=4.0, batch=128, lr=4e-3,
-                weight_decay=0.05, warmup=0.3, label_smoothing=0.0, crop_pad=0, hflip="off", seed=0,
-                grad_clip=1.0)
+                weight_decay=0.05, warmup=0.3, label_smoothing=0.0, crop_pad=0, seed=0, grad_clip=1.0)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -61,7 +60,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-smoothing", type=float, default=d["label_smoothing"], help="label smoothing of the CE loss")
     p.add_argument("--crop-pad", type=int, default=d["crop_pad"],
                    help="random-crop augmentation: translate by up to this many pixels (zero fill); 0 = off")
-    p.add_argument("--hflip", choices=("on", "off"), default=d["hflip"], help="random horizontal flip (p = 0.5)")
+    p.add_argument("--hflip", action="store_true", help="random horizontal flip (p = 0.5)")
     p.add_argument("--grad-clip", type=float, default=d["grad_clip"], help="clip the gradient norm (0 = off)")
     p.add_argument("--limit-train", type=int, default=None,
                    help="use only this many training images (a seed-determined subset; for smoke tests)")
@@ -83,24 +82,6 @@ def model_geometry(model) -> tuple[int, int]:
     return int(model.patch_embed.img_size[0]), int(model.patch_embed.proj.in_channels)
 
 
-def param_groups(model, weight_decay: float):
-    decay, no_decay = [], []
-    for n, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or n.endswith(".bias") or n in ("pos_embed", "cls_token", "reg_token")
-         else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def lr_at(step: int, total: int, warmup: int, peak: float) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine from ``peak`` to 0 at ``total``."""
-    if warmup > 0 and step < warmup:
-        return peak * (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return 0.5 * peak * (1.0 + math.cos(math.pi * min(1.0, t)))
-
-
 def random_translate(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
     """Shift each image by a random (dy, dx) in [-pad, pad] with zero fill (random crop of the padded image)."""
     if pad <= 0:
@@ -120,29 +101,6 @@ def random_translate(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.T
 def random_hflip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     flip = (torch.rand(x.shape[0], generator=gen) < 0.5).to(x.device)
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
-
-
-@torch.no_grad()
-def evaluate(model, images, labels, num_classes: int, img_size: int, mean, std, device, batch: int = 512,
-             amp: bool = False, workers: int = 0, progress: bool = False) -> dict:
-    """Dense top-1 and per-class accuracy of ``model`` on (images in [0, 1], labels)."""
-    from .data import batches, prepare
-
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros(num_classes, dtype=torch.long)
-    count = torch.zeros(num_classes, dtype=torch.long)
-    it = batches(images, labels, batch, num_workers=workers)
-    for x, y in progress_bar(math.ceil(len(labels) / batch), progress, "eval", iterable=it, leave=False):
-        x = prepare(x.to(device), img_size, mean, std)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            pred = model(x).argmax(-1).cpu()
-        count += torch.bincount(y, minlength=num_classes)[:num_classes]
-        correct += torch.bincount(y[pred == y], minlength=num_classes)[:num_classes]
-    model.train(was_training)
-    n = int(count.sum())
-    per_class = [(float(c) / float(k)) if k else None for c, k in zip(correct.tolist(), count.tolist())]
-    return {"top1": float(correct.sum()) / max(1, n), "per_class": per_class, "num_images": n}
 
 
 def _init_from_checkpoint(model, path: str, num_classes: int) -> dict:
@@ -173,149 +131,166 @@ def _init_from_checkpoint(model, path: str, num_classes: int) -> dict:
     return {"path": os.path.abspath(path), "sha256": sha256_file(path), "dropped_head_keys": head_keys}
 
 
-def run(args) -> int:
-    from .data import DATASETS, batches, load_dataset, prepare  # noqa: F401
-    from .io import atomic_write_json, device_name, setup_runtime, versions
-    from .models import (HUB, SMALL_VITS, build_model, hub_checkpoint, load_model, native_img_size, save_checkpoint,
-                         sha256_file)
+def check_options(args) -> None:
+    from .data import DATASETS
 
-    t_start = time.perf_counter()
     if args.dataset not in DATASETS:
         raise PriError("--dataset", f"unknown dataset {args.dataset!r}: choose one of {', '.join(DATASETS)}")
     if args.checkpoint and args.init_checkpoint:
         raise PriError("--init-checkpoint", "give either --checkpoint (evaluate) or --init-checkpoint (fine-tune), not both")
     if not args.checkpoint and not args.out:
         raise PriError("--out", "training needs --out PATH for the checkpoint (or pass --checkpoint to evaluate only)")
-    for opt, val, lo in (("--epochs", args.epochs, 0.0), ("--lr", args.lr, 0.0)):
-        if not val > lo:
-            raise PriError(opt, f"must be > {lo}, got {val}")
+    for opt, val in (("--epochs", args.epochs), ("--lr", args.lr)):
+        if not val > 0:
+            raise PriError(opt, f"must be > 0, got {val}")
     for opt, val in (("--batch", args.batch), ("--eval-batch", args.eval_batch)):
         if val < 1:
             raise PriError(opt, f"must be >= 1, got {val}")
-    if args.weight_decay < 0 or args.warmup < 0 or args.crop_pad < 0 or args.grad_clip < 0:
-        raise PriError("--weight-decay" if args.weight_decay < 0 else "--warmup" if args.warmup < 0 else
-                       "--crop-pad" if args.crop_pad < 0 else "--grad-clip", "must be >= 0")
+    for opt in ("weight_decay", "warmup", "crop_pad", "grad_clip"):
+        if getattr(args, opt) < 0:
+            raise PriError("--" + opt.replace("_", "-"), f"must be >= 0, got {getattr(args, opt)}")
     if not 0.0 <= args.label_smoothing < 1.0:
         raise PriError("--label-smoothing", f"must be in [0, 1), got {args.label_smoothing}")
-    device, amp = setup_runtime(args.threads, args.device, args.amp)
-    progress = not args.no_progress
 
-    # --- data -----------------------------------------------------------------------------
-    img_size_hint = args.img_size or native_img_size(args.model)
-    test_x, test_y, test_meta = load_dataset(args.dataset, args.data_root, "test", img_size=img_size_hint)
+
+def _limit(x, y, keep):
+    return (x[keep] if isinstance(x, torch.Tensor) else torch.utils.data.Subset(x, keep.tolist())), y[keep]
+
+
+def load_test(args):
+    from .data import load_dataset
+    from .models import native_img_size
+
+    x, y, meta = load_dataset(args.dataset, args.data_root, "test", img_size=args.img_size or native_img_size(args.model))
+    if args.limit_test is not None:
+        if args.limit_test < 1:
+            raise PriError("--limit-test", "must be >= 1")
+        x, y = _limit(x, y, torch.arange(min(args.limit_test, len(y))))
+    return x, y, meta
+
+
+def build(args, test_meta):
+    """The model to train (random init from the seed, or ImageNet weights with a new head) or the
+    checkpoint to evaluate, with its normalisation and how it was initialised."""
+    from .models import HUB, SMALL_VITS, build_model, hub_checkpoint, load_model
+
     ds_classes = int(test_meta["num_classes"])
     num_classes = args.num_classes or ds_classes
     if num_classes < ds_classes:
         raise PriError("--num-classes", f"{args.dataset} has {ds_classes} classes; --num-classes {num_classes} is too few")
-    if args.limit_test is not None:
-        if args.limit_test < 1:
-            raise PriError("--limit-test", "must be >= 1")
-        keep = torch.arange(min(args.limit_test, len(test_y)))
-        test_x = torch.utils.data.Subset(test_x, keep.tolist()) if not isinstance(test_x, torch.Tensor) else test_x[keep]
-        test_y = test_y[keep]
-
-    # --- model ----------------------------------------------------------------------------
+    init_note, loaded = None, None
     if args.checkpoint:
-        teacher = load_model(args.model, args.checkpoint, num_classes=args.num_classes, img_size=args.img_size,
-                             frozen=True)
-        model, mean, std = teacher.model, list(teacher.mean), list(teacher.std)
-        init_note = None
+        loaded = load_model(args.model, args.checkpoint, num_classes=args.num_classes, img_size=args.img_size,
+                            frozen=True)
+        model, mean, std = loaded.model, list(loaded.mean), list(loaded.std)
     else:
         torch.manual_seed(args.seed)
         in_chans = None
         if args.model in SMALL_VITS:
             in_chans = int(test_meta["in_chans"]) if SMALL_VITS[args.model]["in_chans"] < test_meta["in_chans"] else None
         model = build_model(args.model, num_classes=num_classes, img_size=args.img_size, in_chans=in_chans)
-        init_note = None
         if args.init_checkpoint == HUB:
             path, hub_id = hub_checkpoint(args.model, "--init-checkpoint")
             init_note = {"hub_id": hub_id, **_init_from_checkpoint(model, path, num_classes)}
         elif args.init_checkpoint:
             init_note = _init_from_checkpoint(model, args.init_checkpoint, num_classes)
-        if init_note is not None:
-            cfg = getattr(model, "pretrained_cfg", None) or {}
-            mean = list(cfg.get("mean") or test_meta["mean"])
-            std = list(cfg.get("std") or test_meta["std"])
-        else:
-            mean, std = list(test_meta["mean"]), list(test_meta["std"])
-    model_img, model_ch = model_geometry(model)
-    if int(test_meta["in_chans"]) > model_ch:
-        raise PriError("--model", f"{args.model} takes {model_ch}-channel images but {args.dataset} has "
+        cfg = (getattr(model, "pretrained_cfg", None) or {}) if init_note is not None else {}
+        mean = list(cfg.get("mean") or test_meta["mean"])
+        std = list(cfg.get("std") or test_meta["std"])
+    img, ch = model_geometry(model)
+    if int(test_meta["in_chans"]) > ch:
+        raise PriError("--model", f"{args.model} takes {ch}-channel images but {args.dataset} has "
                        f"{test_meta['in_chans']} channels")
-    if len(mean) != model_ch:
-        mean, std = [sum(mean) / len(mean)] * model_ch, [sum(std) / len(std)] * model_ch
-    model.to(device)
+    if len(mean) != ch:
+        mean, std = [sum(mean) / len(mean)] * ch, [sum(std) / len(std)] * ch
+    return model, int(model.num_classes), mean, std, init_note, loaded
 
-    recipe = None
-    train_meta = None
-    train_seconds = 0.0
-    steps = 0
+
+def train(args, model, num_classes, mean, std, init_note, device, amp, progress) -> tuple[dict, dict, int]:
+    """Train (or fine-tune) ``model`` on the training split; returns the recipe, the training data's
+    provenance and the steps taken."""
+    from .data import batches, load_dataset, prepare
+    from .train import lr_at, make_optimizer, set_lr, sync
+
+    img, ch = model_geometry(model)
+    x_tr, y_tr, meta = load_dataset(args.dataset, args.data_root, "train", img_size=img)
+    gen = torch.Generator().manual_seed(args.seed)
+    if args.limit_train is not None:
+        if args.limit_train < 1:
+            raise PriError("--limit-train", "must be >= 1")
+        x_tr, y_tr = _limit(x_tr, y_tr, torch.randperm(len(y_tr), generator=gen)[:args.limit_train].sort().values)
+    n_train = len(y_tr)
+    per_epoch = math.ceil(n_train / args.batch)
+    total = max(1, int(round(args.epochs * per_epoch)))
+    warmup = int(round(args.warmup * per_epoch))
+    recipe = {
+        "mode": "fine-tune" if args.init_checkpoint else "from-scratch",
+        "model": args.model, "dataset": args.dataset, "num_classes": num_classes, "img_size": img, "in_chans": ch,
+        "optimizer": "AdamW", "betas": [0.9, 0.999], "lr": args.lr, "weight_decay": args.weight_decay,
+        "weight_decay_on": "weight matrices only", "schedule": "linear warm-up then cosine to 0, per step",
+        "warmup_epochs": args.warmup, "warmup_steps": warmup, "epochs": args.epochs, "steps": total,
+        "batch": args.batch, "label_smoothing": args.label_smoothing, "crop_pad": args.crop_pad, "hflip": args.hflip,
+        "grad_clip": args.grad_clip, "amp_bf16": amp, "train_images": n_train, "limit_train": args.limit_train,
+        "mean": mean, "std": std, "seed": args.seed, "init_checkpoint": init_note,
+    }
+    opt = make_optimizer(model, "adamw", args.lr, args.weight_decay)
+    model.train()
+    t0 = time.perf_counter()
+    bar = progress_bar(total, progress, f"teacher {args.model}")
+    loss_ema, steps = None, 0
+    while steps < total:
+        for x, y in batches(x_tr, y_tr, args.batch, order=torch.randperm(n_train, generator=gen),
+                            num_workers=args.workers):
+            if steps >= total:
+                break
+            if args.crop_pad:
+                x = random_translate(x, args.crop_pad, gen)
+            if args.hflip:
+                x = random_hflip(x, gen)
+            x = prepare(x.to(device, non_blocking=True), img, mean, std)
+            y = y.to(device, non_blocking=True)
+            set_lr(opt, lr_at(steps, total, warmup, args.lr))
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=args.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if args.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
+            opt.step()
+            steps += 1
+            if steps % 10 == 0 or steps == total:
+                lv = float(loss.detach())
+                loss_ema = lv if loss_ema is None else 0.9 * loss_ema + 0.1 * lv
+                bar.set_postfix(loss=f"{loss_ema:.3f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
+            bar.update(1)
+    bar.close()
+    sync(device)
+    recipe.update(final_train_loss_ema=loss_ema, train_seconds=time.perf_counter() - t0)
+    model.eval()
+    return recipe, {"source": meta["source"], "sha256": meta["sha256"], "num_images": n_train}, steps
+
+
+def run(args) -> int:
+    from .io import atomic_write_json, device_name, setup_runtime, versions
+    from .models import save_checkpoint, sha256_file
+    from .train import evaluate
+
+    t_start = time.perf_counter()
+    check_options(args)
+    device, amp = setup_runtime(args.threads, args.device, args.amp)
+    progress = not args.no_progress
+    test_x, test_y, test_meta = load_test(args)
+    model, num_classes, mean, std, init_note, loaded = build(args, test_meta)
+    model.to(device)
+    recipe, train_data, steps = (None, None, 0)
     if not args.checkpoint:
-        train_x, train_y, train_meta = load_dataset(args.dataset, args.data_root, "train", img_size=model_img)
-        gen = torch.Generator().manual_seed(args.seed)
-        if args.limit_train is not None:
-            if args.limit_train < 1:
-                raise PriError("--limit-train", "must be >= 1")
-            keep = torch.randperm(len(train_y), generator=gen)[:args.limit_train].sort().values
-            train_x = train_x[keep] if isinstance(train_x, torch.Tensor) else torch.utils.data.Subset(train_x, keep.tolist())
-            train_y = train_y[keep]
-        n_train = len(train_y)
-        steps_per_epoch = math.ceil(n_train / args.batch)
-        total = max(1, int(round(args.epochs * steps_per_epoch)))
-        warmup = int(round(args.warmup * steps_per_epoch))
-        recipe = {
-            "mode": "fine-tune" if args.init_checkpoint else "from-scratch",
-            "model": args.model, "dataset": args.dataset, "num_classes": num_classes, "img_size": model_img,
-            "in_chans": model_ch, "optimizer": "AdamW", "betas": [0.9, 0.999], "lr": args.lr,
-            "weight_decay": args.weight_decay, "weight_decay_on": "weight matrices only",
-            "schedule": "linear warm-up then cosine to 0, per step", "warmup_epochs": args.warmup,
-            "warmup_steps": warmup, "epochs": args.epochs, "steps": total, "batch": args.batch,
-            "label_smoothing": args.label_smoothing, "crop_pad": args.crop_pad, "hflip": args.hflip,
-            "grad_clip": args.grad_clip, "amp_bf16": amp, "train_images": n_train,
-            "limit_train": args.limit_train, "mean": mean, "std": std, "seed": args.seed,
-            "init_checkpoint": init_note,
-        }
-        opt = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.999))
-        model.train()
-        t0 = time.perf_counter()
-        bar = progress_bar(total, progress, f"teacher {args.model}")
-        loss_ema = None
-        while steps < total:
-            order = torch.randperm(n_train, generator=gen)
-            for x, y in batches(train_x, train_y, args.batch, order=order, num_workers=args.workers):
-                if steps >= total:
-                    break
-                if args.crop_pad:
-                    x = random_translate(x, args.crop_pad, gen)
-                if args.hflip == "on":
-                    x = random_hflip(x, gen)
-                x = prepare(x.to(device, non_blocking=True), model_img, mean, std)
-                y = y.to(device, non_blocking=True)
-                for g in opt.param_groups:
-                    g["lr"] = lr_at(steps, total, warmup, args.lr)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    logits = model(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=args.label_smoothing)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if args.grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), args.grad_clip)
-                opt.step()
-                steps += 1
-                if steps % 10 == 0 or steps == total:
-                    lv = float(loss.detach())
-                    loss_ema = lv if loss_ema is None else 0.9 * loss_ema + 0.1 * lv
-                    bar.set_postfix(loss=f"{loss_ema:.3f}", lr=f"{opt.param_groups[0]['lr']:.2e}")
-                bar.update(1)
-        bar.close()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        train_seconds = time.perf_counter() - t0
-        recipe["final_train_loss_ema"] = loss_ema
-        model.eval()
+        recipe, train_data, steps = train(args, model, num_classes, mean, std, init_note, device, amp, progress)
+    train_seconds = recipe["train_seconds"] if recipe else 0.0
 
     t_eval = time.perf_counter()
-    ev = evaluate(model, test_x, test_y, num_classes, model_img, mean, std, device, batch=args.eval_batch, amp=amp,
+    img = model_geometry(model)[0]
+    ev = evaluate(model, test_x, test_y, num_classes, img, mean, std, device, batch=args.eval_batch, amp=amp,
                   workers=args.workers, progress=progress)
     eval_seconds = time.perf_counter() - t_eval
     print(f"pri teacher: {args.model} on {args.dataset} test: top-1 {100 * ev['top1']:.2f}% "
@@ -324,33 +299,27 @@ def run(args) -> int:
     test_info = {"name": args.dataset, "split": "test", "source": test_meta["source"], "sha256": test_meta["sha256"],
                  "num_images": ev["num_images"]}
     provenance = {
-        "model": args.model, "num_classes": num_classes, "img_size": model_img, "in_chans": model_ch,
+        "model": args.model, "num_classes": num_classes, "img_size": img, "in_chans": model_geometry(model)[1],
         "test_top1": ev["top1"], "test_per_class": ev["per_class"], "test": test_info,
         "train_seconds": train_seconds, "eval_seconds": eval_seconds, "versions": versions(),
         "device": device_name(device), "seed": args.seed,
     }
     if recipe is not None:
-        provenance["recipe"] = recipe
-        provenance["train"] = {"source": train_meta["source"], "sha256": train_meta["sha256"],
-                               "num_images": len(train_y)}
+        provenance.update(recipe=recipe, train=train_data)
     else:
         provenance["evaluated_checkpoint"] = {"path": os.path.abspath(args.checkpoint),
                                               "sha256": sha256_file(args.checkpoint)}
-        prior = teacher.provenance.get("trained")
-        if prior:
-            provenance["trained"] = prior
-    sha = None
-    if args.out:
-        sha = save_checkpoint(args.out, model, args.model, mean, std, provenance)
+        if loaded.provenance.get("trained"):
+            provenance["trained"] = loaded.provenance["trained"]
+    sha = save_checkpoint(args.out, model, args.model, mean, std, provenance) if args.out else None
     if args.metrics:
-        metrics = {
-            "top1": ev["top1"], "per_class": ev["per_class"], "test_images": ev["num_images"],
+        atomic_write_json(args.metrics, {
+            "top1": ev["top1"], "top5": ev["top5"], "per_class": ev["per_class"], "test_images": ev["num_images"],
             "checkpoint": os.path.abspath(args.out) if args.out else os.path.abspath(args.checkpoint),
             "sha256": sha if sha else sha256_file(args.checkpoint),
             "model": args.model, "dataset": args.dataset, "recipe": recipe, "train_seconds": train_seconds,
             "eval_seconds": eval_seconds, "total_seconds": time.perf_counter() - t_start, "steps": steps,
             "mean": mean, "std": std, "versions": versions(), "device": device_name(device), "seed": args.seed,
             "mode": recipe["mode"] if recipe else "evaluate",
-        }
-        atomic_write_json(args.metrics, metrics)
+        })
     return 0

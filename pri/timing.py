@@ -36,16 +36,18 @@ from dataclasses import replace
 
 import torch
 
-from .cost import IdealSMI, schedule_profile
+from .cost import schedule_profile
 from .engine import InversionConfig, Inverter
 from .errors import PriError
 from .io import device_name, resolve_device
 from .io import progress as progress_bar
 from .models import Teacher
-from .schedules import DMI, Schedule
+from .schedules import DMI, IdealSMI, Schedule
 from .vit import num_patches
 
 MODES = ("full", "stage-sampled")
+# defaults of the timing functions, `pri efficiency` and the workflow's efficiency.* keys (one table)
+STEPS, WARMUP, REPEATS = 2, 1, 3
 
 
 def resolve_mode(mode: str, device: torch.device) -> str:
@@ -87,7 +89,8 @@ class StageSampler:
     One inverter per trajectory count (an SMI* schedule at the full count, so that it reads real
     scores); ``stage_stepper(k)`` gives the loop's own step at ``k`` active patches."""
 
-    def __init__(self, teacher: Teacher, cfg: InversionConfig, steps: int = 5, warmup: int = 2, repeats: int = 3):
+    def __init__(self, teacher: Teacher, cfg: InversionConfig, steps: int = STEPS, warmup: int = WARMUP,
+                 repeats: int = REPEATS):
         check_counts(steps, warmup, repeats)
         self.teacher, self.cfg = teacher, replace(cfg, progress=False)
         self.steps, self.warmup, self.repeats = steps, warmup, repeats
@@ -201,7 +204,7 @@ class StageSampler:
         }
 
 
-def time_full(teacher: Teacher, schedule: Schedule, cfg: InversionConfig, warmup: int = 2, repeats: int = 3,
+def time_full(teacher: Teacher, schedule: Schedule, cfg: InversionConfig, warmup: int = WARMUP, repeats: int = REPEATS,
               tick=None) -> dict:
     """The real loop, ``repeats`` times; median seconds per generated image."""
     check_counts(1, warmup, repeats)
@@ -247,8 +250,8 @@ def time_full(teacher: Teacher, schedule: Schedule, cfg: InversionConfig, warmup
     }
 
 
-def time_schedules(teacher: Teacher, schedules: dict, cfg: InversionConfig, mode: str = "auto", steps: int = 5,
-                   warmup: int = 2, repeats: int = 3, progress: bool = True) -> dict:
+def time_schedules(teacher: Teacher, schedules: dict, cfg: InversionConfig, mode: str = "auto", steps: int = STEPS,
+                   warmup: int = WARMUP, repeats: int = REPEATS, progress: bool = True) -> dict:
     """Time many schedules on one teacher: ``{tag: result}``. Stage-sampled timings of equal
     (trajectories, active count) are shared between schedules."""
     check_counts(steps, warmup, repeats)
@@ -280,6 +283,6 @@ def time_schedules(teacher: Teacher, schedules: dict, cfg: InversionConfig, mode
     return out
 
 
-def time_schedule(teacher: Teacher, schedule: Schedule, cfg: InversionConfig, mode: str = "auto", steps: int = 5,
-                  warmup: int = 2, repeats: int = 3, progress: bool = False) -> dict:
+def time_schedule(teacher: Teacher, schedule: Schedule, cfg: InversionConfig, mode: str = "auto", steps: int = STEPS,
+                  warmup: int = WARMUP, repeats: int = REPEATS, progress: bool = False) -> dict:
     return time_schedules(teacher, {"schedule": schedule}, cfg, mode, steps, warmup, repeats, progress)["schedule"]

@@ -3,20 +3,19 @@ import pandas as pd
 import pytest
 
 from analysis import claims as C
+from analysis.collect import describe
 
 TEACHERS = pd.DataFrame([{"teacher": "t", "model": "vit", "dataset": "fashion_mnist", "top1_pct": 90.0}])
 
 
 def _acc(values: dict) -> pd.DataFrame:
     """values: tag -> list of top-1 (one per seed)."""
-    fam = {"dmi": "DMI", "smi_default": "SMI (default)"}
     rows = []
     for tag, tops in values.items():
-        v = int(tag.rsplit("_v", 1)[1]) if "_v" in tag else None
-        family = fam.get(tag) or ("SMI (matched)" if tag.startswith("smi_v") else
-                                  "PRI (random)" if "random" in tag else "PRI")
+        d = describe(tag)
+        family = d["family"]
         for seed, top in enumerate(tops):
-            rows.append({"teacher": "t", "tag": tag, "seed": seed, "family": family, "v": v, "top1_pct": top,
+            rows.append({"teacher": "t", "tag": tag, "seed": seed, **d, "top1_pct": top,
                          "confidence_distance": {"DMI": 0.3, "SMI (default)": 0.2, "SMI (matched)": 0.25,
                                                  "PRI": 0.1, "PRI (random)": 0.12}[family]})
     return pd.DataFrame(rows)
@@ -57,9 +56,9 @@ def test_without_an_accuracy_track_every_claim_says_why():
 
 def test_efficiency_claims():
     tags = {"dmi": 100.0, "smi_default": 30.0, "smi_v4": 40.0, "pri_v4": 15.0, "pri_v7": 8.0}
-    flops = pd.DataFrame([{"model": "m", "tag": t, "fvcore_macs_per_image": x * 1e9, "cost_macs_per_image": x * 1e9}
-                          for t, x in tags.items()])
-    times = pd.DataFrame([{"model": "m", "tag": t, "seconds_per_image": x / 10, "mode": "stage-sampled",
+    flops = pd.DataFrame([{"model": "m", "tag": t, **describe(t), "fvcore_macs_per_image": x * 1e9,
+                           "cost_macs_per_image": x * 1e9} for t, x in tags.items()])
+    times = pd.DataFrame([{"model": "m", "tag": t, **describe(t), "seconds_per_image": x / 10, "mode": "stage-sampled",
                            "device": "cpu", "iterations": 4000, "batch": 8} for t, x in tags.items()])
     theorem = pd.DataFrame([{"model": "m", "v": 4, "part": "mlp", "ratio": 0.62, "predicted": "<", "holds": True}])
     rows = C.efficiency_claims(flops, times, theorem, {}, enabled=True)

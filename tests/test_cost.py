@@ -5,10 +5,10 @@ import math
 
 import pytest
 
-from pri.cost import (GROUPS, IdealSMI, ModelDims, dims_of, forward_macs, ideal_ratios, schedule_cost,
-                      schedule_from_tag, schedule_profile, standard_schedules, step_macs, theorem1)
+from pri.cost import (GROUPS, ModelDims, dims_of, forward_macs, ideal_ratios, schedule_cost, schedule_profile,
+                      standard_schedules, step_macs, theorem1)
 from pri.errors import PriError
-from pri.schedules import DMI, PRI, SMI, make_schedule
+from pri.schedules import DMI, PRI, SMI, IdealSMI, build
 
 DEITS = {"deit_tiny_patch16_224": 192, "deit_small_patch16_224": 384, "deit_base_patch16_224": 768}
 
@@ -107,7 +107,7 @@ def test_pri_counts_and_images():
         assert prof["images_per_trajectory"] == v
         assert sorted(prof["scores"], reverse=True) == [n - k * per for k in range(v - 1)]
         assert s.active_counts(n, T)[-1] == (0 if T % v else per)
-    smi = schedule_profile(make_schedule("smi"), n, T)
+    smi = schedule_profile(SMI(), n, T)
     assert sorted(smi["steps"], reverse=True) == [196, 137, 95, 66, 46]
     assert smi["steps"][46] == T - 300 and smi["steps"][196] == 50
     star = schedule_profile(IdealSMI(46), n, T)
@@ -136,13 +136,13 @@ def test_schedule_cost_per_image(dims):
 
 
 def test_tags_and_errors():
-    assert isinstance(schedule_from_tag("pri_random_v4", 196, 4000), PRI)
-    assert schedule_from_tag("pri_random_v4", 196, 4000).score == "random"
-    assert isinstance(schedule_from_tag("smi_v7", 196, 4000), SMI)
-    assert schedule_from_tag("smi_default", 196, 100).prune_at == [1, 2, 5, 8]
+    assert isinstance(build("pri_random_v4", 196, 4000), PRI)
+    assert build("pri_random_v4", 196, 4000).score == "random"
+    assert isinstance(build("smi_v7", 196, 4000), SMI)
+    assert build("smi_default", 196, 100).prune_at == [1, 2, 5, 8]
     with pytest.raises(PriError) as e:
-        schedule_from_tag("pri_vx", 196, 4000)
-    assert e.value.option == "--schedules"
+        build("pri_vx", 196, 4000)
+    assert e.value.option == "--schedule"
     with pytest.raises(PriError) as e:
         step_macs(synthetic(196, 64), 10, backward="nope")
     assert e.value.option == "--backward"

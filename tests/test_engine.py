@@ -7,7 +7,7 @@ from timm.models.vision_transformer import VisionTransformer
 
 from pri.engine import Augment, InversionConfig, Inverter, invert, to_uint8
 from pri.models import Teacher, load_model
-from pri.schedules import DMI, PRI, SMI, make_schedule, matched_ratio, scaled_prune_at
+from pri.schedules import DMI, PRI, SMI, matched_ratio, scaled_prune_at
 from pri.vit import patchify
 
 
@@ -156,7 +156,7 @@ def test_pri_cls_attn_picks_differ_from_random():
 
 
 def test_same_seed_gives_bit_identical_pool_and_other_seed_differs():
-    runs = [invert(_teacher(), make_schedule("pri", v=4), _cfg(batch=8, seed=s)) for s in (3, 3, 4)]
+    runs = [invert(_teacher(), PRI(4), _cfg(batch=8, seed=s)) for s in (3, 3, 4)]
     for k in ("images", "masks", "labels", "trajectory", "stage"):
         assert torch.equal(runs[0][k], runs[1][k])
     assert not torch.equal(runs[0]["images"], runs[2]["images"])
@@ -181,7 +181,7 @@ def test_inversion_raises_teacher_confidence_in_the_target():
 
 
 def test_ledger_contents():
-    pool = invert(_teacher(), make_schedule("smi", prune_at=[3, 6], prune_ratio=[0.5, 0.5]), _cfg(iterations=10))
+    pool = invert(_teacher(), SMI([3, 6], ratios=[0.5, 0.5]), _cfg(iterations=10))
     led = pool["ledger"]
     for key in ("method", "prune_at", "prune_ratio", "score", "iterations", "active_tokens", "images_out",
                 "wall_seconds", "peak_memory_mb", "device", "torch", "timm", "dtype", "seed", "teacher"):

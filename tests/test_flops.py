@@ -7,7 +7,7 @@ import torch
 from pri.cost import COMPARED, GROUPS, ModelDims, forward_macs, schedule_cost, schedule_profile
 from pri.flops import FlopCounter, count_forward, meta_copy
 from pri.models import build_model
-from pri.schedules import PRI, make_schedule
+from pri.schedules import DMI, PRI, SMI
 
 COUNTS = (196, 98, 49, 28)
 
@@ -66,7 +66,7 @@ def test_small_vit_and_schedule_integral():
     fc = FlopCounter(m)
     T = 200
     needed = set()
-    for s in (make_schedule("dmi"), make_schedule("smi", prune_at=[3, 5, 10, 15]), PRI(4), PRI(7, score="random")):
+    for s in (DMI(), SMI([3, 5, 10, 15]), PRI(4), PRI(7, score="random")):
         prof = schedule_profile(s, 49, T)
         needed |= {(k, False) for k in prof["steps"]} | {(k, True) for k in prof["scores"]}
         f = fc.schedule(s, T)

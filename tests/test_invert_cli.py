@@ -48,7 +48,6 @@ BAD = [
     (["--method", "smi", "--prune-at", "2", "4", "--prune-ratio", "0.3", "1.0"], "--prune-ratio"),
     (["--method", "smi", "--prune-at", "2", "4", "--prune-ratio", "0", "0.5"], "--prune-ratio"),
     (["--method", "smi", "--prune-at", "2", "40"], "--prune-at"),
-    (["--method", "smi"], "--prune-at"),  # public 50..300 do not fit in 8 iterations
     (["--method", "dmi", "--v", "4"], "--v"),
     (["--method", "dmi", "--checkpoint", "/nonexistent/teacher.pth"], "--checkpoint"),
 ]
@@ -73,7 +72,7 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path, capsys):
     bad = tmp_path / "corrupt.pth"
     bad.write_bytes(b"this is not a checkpoint")
     rc, err, _ = _run(["--method", "dmi", "--checkpoint", str(bad)], tmp_path, capsys)
-    assert rc != 0 and "--checkpoint" in err and "not a readable" in err
+    assert rc != 0 and "--checkpoint" in err and "is not a torch file" in err
     other = build_model("vit_pico_patch4_28", num_classes=7)
     wrong = tmp_path / "wrong.pth"
     torch.save(other.state_dict(), wrong)

@@ -12,7 +12,8 @@ import torch
 from cli_helper import main
 
 from pri.models import load_model, sha256_file
-from pri.teacher import lr_at, random_hflip, random_translate
+from pri.teacher import random_hflip, random_translate
+from pri.train import lr_at
 
 DIGITS_RECIPE = ["--dataset", "digits", "--model", "vit_pico_patch2_8", "--limit-train", "300", "--epochs", "30",
                  "--batch", "32", "--lr", "3e-3", "--warmup", "2", "--label-smoothing", "0", "--threads", "1",
@@ -57,7 +58,7 @@ def test_checkpoint_roundtrip_with_provenance(digits_teacher, tmp_path):
 
 def test_same_seed_same_weights(tmp_path):
     args = ["teacher", "--dataset", "digits", "--model", "vit_pico_patch2_8", "--limit-train", "64",
-            "--epochs", "2", "--batch", "16", "--crop-pad", "1", "--hflip", "on", "--no-progress", "--limit-test", "50",
+            "--epochs", "2", "--batch", "16", "--crop-pad", "1", "--hflip", "--no-progress", "--limit-test", "50",
             "--threads", "1"]
     a, b = str(tmp_path / "a.pt"), str(tmp_path / "b.pt")
     assert main([*args, "--out", a]) == 0 and main([*args, "--out", b]) == 0

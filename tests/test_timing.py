@@ -16,7 +16,7 @@ from pri.efficiency import efficiency_table
 from pri.engine import InversionConfig
 from pri.errors import PriError
 from pri.models import load_model
-from pri.schedules import DMI, PRI, make_schedule
+from pri.schedules import DMI, PRI, SMI
 from pri.timing import StageSampler, time_schedule, time_schedules
 
 
@@ -65,7 +65,7 @@ def test_stage_sampled_agrees_with_full(pico, one_thread):
 
 def test_stage_timings_shared_and_labelled(pico, one_thread):
     cfg = InversionConfig(iterations=40, batch=8, device="cpu", progress=False)
-    scheds = {"dmi": DMI(), "smi": make_schedule("smi", prune_at=[1, 2, 5, 8]), "pri_v2": PRI(2)}
+    scheds = {"dmi": DMI(), "smi": SMI([1, 2, 5, 8]), "pri_v2": PRI(2)}
     res = time_schedules(pico, scheds, cfg, mode="auto", steps=1, warmup=1, repeats=1, progress=False)
     assert {r["mode"] for r in res.values()} == {"stage-sampled"}  # auto on a CPU
     # DMI and SMI run 8 trajectories: the dense stage is timed once and shared

@@ -60,7 +60,7 @@ def test_dry_run_of_the_paper_config_lists_what_is_missing_and_plans_efficiency(
 @pytest.mark.parametrize("change,needle", [
     ({"inversion.iteratons": 5}, "inversion.iteratons: unknown key"),
     ({"inversion.iterations": "many"}, "inversion.iterations: 'many' is not of type 'integer'"),
-    ({"inversion.methods.pri": [0]}, "inversion.methods.pri.0: 0 is less than the minimum of 1"),
+    ({"inversion.methods": ["pri_v0"]}, "inversion.methods: pri_v0: the division factor must be >= 1"),
     ({"efficiency.mode": "fast"}, "efficiency.mode: 'fast' is not one of"),
 ])
 def test_schema_errors_name_the_key(tmp_path, change, needle):
@@ -91,7 +91,8 @@ def test_tiny_config_end_to_end_interrupted_and_resumed(tmp_path):
     re-run of one job reproduces its numbers exactly."""
     cfg = str(ROOT / "config" / "test.yaml")
     run_dir = tmp_path / "results" / "test"
-    args = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--cores", "2", "--configfile", cfg]
+    args = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--cores", "2", "--configfile", cfg,
+            "--report", "report.html", "--report-after-run"]
     p = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          start_new_session=True)
     deadline = time.time() + 300

@@ -1,5 +1,7 @@
 # Analysis: tidy CSVs, tables, plots and claim verdicts; every file below appears in
 # report.html with its caption from workflow/report/.
+import json
+import os
 
 TABLES = {
     "claims": "Claims",
@@ -20,29 +22,27 @@ PLOTS = {
 }
 
 
-def _reported(kind, name, category):
-    ext = "csv" if kind == "tables" else "png"
-    return report(f"{R}/analysis/{kind}/{name}.{ext}", caption=f"../report/{name}.rst", category=category)
-
-
 rule analysis:
     input:
-        teachers=expand(f"{R}/teachers/{{t}}/teacher.json", t=ACTIVE_TEACHERS),
-        distill=accuracy_targets(),
-        pools=all_pools(),
-        efficiency=efficiency_targets(),
+        teachers=PLAN.teacher_metrics(),
+        distill=PLAN.distill_targets(),
+        pools=PLAN.all_pools(),
+        efficiency=PLAN.efficiency_targets(),
     output:
-        claims=f"{R}/analysis/claims.csv",
-        **{f"table_{n}": _reported("tables", n, c) for n, c in TABLES.items()},
-        **{f"plot_{n}": _reported("plots", n, c) for n, c in PLOTS.items()},
+        claims=f"{P.analysis}/claims.csv",
+        **{f"table_{n}": reported(f"{P.analysis}/tables/{n}.csv", n, c) for n, c in TABLES.items()},
+        **{f"plot_{n}": reported(f"{P.analysis}/plots/{n}.png", n, c) for n, c in PLOTS.items()},
     log:
-        f"{R}/logs/analysis.log",
+        P.log_analysis,
     params:
-        specs=lambda w: shlex.quote(json.dumps(SPECS)),
-        missing=lambda w: shlex.quote(json.dumps(MISSING)),
-        claims=lambda w: shlex.quote(json.dumps(config["claims"])),
+        py=PY,
+        out=lambda w, output: os.path.dirname(output.claims),
+        missing=json.dumps([m.as_dict() for m in PLAN.missing]),
+        claims=json.dumps(config["claims"]),
+    conda:
+        ENV
     threads: 1
     shell:
-        "{PY} -m analysis --out {R}/analysis --specs {params.specs} --missing {params.missing} "
-        "--claims-config {params.claims} --teachers {input.teachers} --distill {input.distill} "
-        "--pools {input.pools} --efficiency {input.efficiency} > {log} 2>&1"
+        "{params.py} -m analysis --out {params.out:q} --missing {params.missing:q} --claims-config {params.claims:q} "
+        "--teachers {input.teachers:q} --distill {input.distill:q} --pools {input.pools:q} "
+        "--efficiency {input.efficiency:q} > {log:q} 2>&1"

@@ -1,38 +1,21 @@
-# Distillation: one student per pool, the same images and KD steps for every method.
-
-
-def distill_args(w):
-    t = TEACHERS[w.teacher]
-    student, student_ckpt = student_of(t)
-    args = [f"--dataset {t['dataset']}", f"--student {student}", f"--images {DIS['images']}",
-            f"--steps {DIS['steps']}", f"--batch {DIS['batch']}"]
-    if t.get("data_root"):
-        args.append(f"--data-root {shlex.quote(t['data_root'])}")
-    if student_ckpt:
-        args.append(f"--student-checkpoint {shlex.quote(student_ckpt)}")
-    if DIS.get("head_only"):
-        args.append("--head-only")
-    if DIS.get("extra_args"):
-        args.append(DIS["extra_args"])
-    return " ".join(args)
+# Distillation: one student per teacher x sweep x tag x seed, the same budget for every method.
 
 
 rule distill:
     input:
-        pools=lambda w: pools_of(w.teacher, w.tag, w.seed),
-        teacher=teacher_ckpt,
+        pools=lambda w: PLAN.pools_of(w.teacher, w.sweep, w.tag, int(w.seed)),
+        teacher=P.teacher_ckpt,
     output:
-        metrics=f"{R}/distill/{{teacher}}/{{tag}}/seed{{seed}}.json",
+        metrics=P.distill,
     log:
-        f"{R}/logs/distill/{{teacher}}/{{tag}}/seed{{seed}}.log",
-    wildcard_constraints:
-        tag="|".join(TAGS) or "none",
-        seed=r"\d+",
+        P.log_distill,
     params:
-        args=distill_args,
-        model=lambda w: TEACHERS[w.teacher]["model"],
-        device=device_args(),
+        py=PY,
+        args=lambda w: quoted(PLAN.distill_args(w.teacher, w.sweep, w.tag, int(w.seed))),
+        model=lambda w: PLAN.teachers[w.teacher]["model"],
+    conda:
+        ENV
     threads: config["threads"]
     shell:
-        "{PRI} distill --pool {input.pools} --teacher {input.teacher} --teacher-model {params.model} {params.args} "
-        "--seed {wildcards.seed} {params.device} --threads {threads} --out {output.metrics} > {log} 2>&1"
+        "{params.py} -m pri distill --pool {input.pools:q} --teacher {input.teacher:q} "
+        "--teacher-model {params.model:q} {params.args} --threads {threads} --out {output.metrics:q} > {log:q} 2>&1"

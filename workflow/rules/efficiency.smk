@@ -3,39 +3,36 @@
 # schedule with Theorem 1, and the wall-clock per generated image. A timing job takes every
 # core (and, on Slurm, a whole GPU) so two timed jobs never share a device.
 
-EFF_TAGS = TAGS + ["smi_star"] + [f"smi_star_v{v}" for v in INV["methods"].get("pri", [])]
-TIME_TAGS = list(EFF["time_tags"] or TAGS)
-
 
 rule efficiency_flops:
     output:
-        f"{R}/efficiency/{{model}}/flops.json",
+        P.efficiency.replace("{what}", "flops"),
     log:
-        f"{R}/logs/efficiency/{{model}}_flops.log",
+        P.log_efficiency.replace("{what}", "flops"),
     params:
-        tags=" ".join(EFF_TAGS),
+        py=PY,
+        args=quoted(PLAN.efficiency_args("flops")),
+    conda:
+        ENV
     threads: 1
     shell:
-        "{PRI} efficiency --model {wildcards.model} --img-size " + str(EFF["img_size"]) + " "
-        f"--iterations {EFF['iterations']} --batch {EFF['batch']} "
-        "--schedules {params.tags} --what cost flops --threads {threads} --out {output} > {log} 2>&1"
+        "{params.py} -m pri efficiency --model {wildcards.model:q} {params.args} --threads {threads} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule efficiency_time:
     output:
-        f"{R}/efficiency/{{model}}/time.json",
+        P.efficiency.replace("{what}", "time"),
     log:
-        f"{R}/logs/efficiency/{{model}}_time.log",
+        P.log_efficiency.replace("{what}", "time"),
     params:
-        tags=" ".join(TIME_TAGS),
-        device=device_args(),
-        batch=EFF["time_batch"] or EFF["batch"],
+        py=PY,
+        args=quoted(PLAN.efficiency_args("time")),
+    conda:
+        ENV
     threads: all_cores()
     resources:
         gpu=1,
     shell:
-        "{PRI} efficiency --model {wildcards.model} --img-size " + str(EFF["img_size"]) + " "
-        f"--iterations {EFF['iterations']} --mode {EFF['mode']} "
-        f"--steps {EFF['steps']} --warmup {EFF['warmup']} --repeats {EFF['repeats']} --dtype {EFF['dtype']} "
-        "--batch {params.batch} --schedules {params.tags} --what time {params.device} --threads {threads} "
-        "--out {output} > {log} 2>&1"
+        "{params.py} -m pri efficiency --model {wildcards.model:q} {params.args} --threads {threads} "
+        "--out {output:q} > {log:q} 2>&1"
