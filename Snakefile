@@ -30,6 +30,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/teacher.smk"
 include: "workflow/rules/invert.smk"
 include: "workflow/rules/distill.smk"
+include: "workflow/rules/quantize.smk"
 include: "workflow/rules/efficiency.smk"
 include: "workflow/rules/analysis.smk"
 

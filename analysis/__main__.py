@@ -30,36 +30,46 @@ def main(argv=None) -> int:
     ap.add_argument("--distill", nargs="*", default=[], help="distillation metrics JSONs")
     ap.add_argument("--pools", nargs="*", default=[], help="pool files")
     ap.add_argument("--efficiency", nargs="*", default=[], help="efficiency JSONs (flops.json, time.json)")
+    ap.add_argument("--quantize", nargs="*", default=[], help="quantisation JSONs")
     a = ap.parse_args(argv)
     missing, ccfg = json.loads(a.missing), json.loads(a.claims_config)
+    level = float(ccfg.get("level", 0.95))
     os.makedirs(os.path.join(a.out, "tables"), exist_ok=True)
     os.makedirs(os.path.join(a.out, "plots"), exist_ok=True)
 
-    d = collect.load_all(a.teachers, a.distill, a.pools, a.efficiency)
+    d = collect.load_all(a.teachers, a.distill, a.pools, a.efficiency, a.quantize, C.COMPARISONS, level,
+                         int(ccfg.get("bootstrap", 2000)))
     why = "; ".join(f"{m['key']}: {m['reason']}" for m in missing) if missing else ""
-    atomic_write_text(os.path.join(a.out, "distill_tidy.csv"), d["distill"].to_csv(index=False))
-    atomic_write_text(os.path.join(a.out, "pools_tidy.csv"), d["pools"].to_csv(index=False))
+    for name in ("distill", "pools", "quantize"):
+        atomic_write_text(os.path.join(a.out, f"{name}_tidy.csv"), d[name].to_csv(index=False))
     write_table(d["accuracy"], a.out, "accuracy", f"accuracy track not run: {why}")
+    write_table(d["differences"], a.out, "differences", "no paired differences")
+    write_table(d["quantize_table"], a.out, "quantization", "quantisation is off")
     write_table(d["efficiency"], a.out, "efficiency", "efficiency track not run")
     write_table(d["theorem1"], a.out, "theorem1", "efficiency track not run")
     write_table(d["teachers"], a.out, "teachers", f"no teacher: {why}")
     write_table(d["versions"], a.out, "versions", "no jobs recorded versions")
     write_table(pd.DataFrame(missing), a.out, "skipped", "nothing was skipped")
 
-    rows = C.accuracy_claims(d["distill"], d["teachers"], ccfg, missing)
+    rows = C.accuracy_claims(d["differences"], d["teachers"], ccfg, missing)
     rows += C.efficiency_claims(d["flops"], d["times"], d["theorem1"], ccfg, enabled=bool(a.efficiency))
     claims = C.table(rows)
     atomic_write_text(os.path.join(a.out, "claims.csv"), claims.to_csv(index=False))
     write_table(claims, a.out, "claims")
+    write_table(C.summary(claims), a.out, "verdicts")
 
     P = lambda n: os.path.join(a.out, "plots", f"{n}.png")  # noqa: E731
     plots.accuracy_vs_sparsity(d["distill"], d["pools"], d["teachers"], P("accuracy_vs_sparsity"), why)
+    plots.forest(claims, P("forest"), why)
     plots.synthetic_grid(d["first"], P("synthetic_grid"), why=why)
     plots.pri_stages(d["first"], P("pri_stages"), why=why)
+    plots.update_counts(d["updates"], P("update_counts"), why)
+    plots.accuracy_vs_compute(d["iso"], P("accuracy_vs_compute"), why)
+    plots.quantization(d["quantize"], P("quantization"), why)
     plots.flops_bars(d["flops"], P("flops"))
     plots.speedup(d["flops"], d["times"], P("speedup"))
     plots.active_tokens(d["curves"], d["efficiency_curves"], P("active_tokens"))
-    print(claims[["claim_id", "verdict", "our_value"]].to_string(index=False))
+    print(C.summary(claims).to_string(index=False))
     return 0
 
 

@@ -1,16 +1,22 @@
 """Read a run's results into tidy tables (one row per observation) and compute every derived
-number once: sparsity, speed-ups over DMI, Theorem 1's comparisons, per-method summaries.
+number once: sparsity, update counts, speed-ups over DMI with their intervals, Theorem 1's
+comparisons, and the paired differences between methods with their intervals.
 claims.py only decides verdicts from these tables and plots.py only draws them."""
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 
 from pri.cost import speedups
 from pri.layout import parse
 from pri.schedules import Spec
+
+from . import stats
 
 
 def _read(path):
@@ -28,95 +34,141 @@ def describe(tag: str) -> dict:
     return {"method": d["method"], "family": d["family"], "v": d["v"], "nominal_sparsity": d["nominal_sparsity"]}
 
 
-def teachers(paths) -> pd.DataFrame:
-    rows = []
+def sweep_kind(name: str) -> str:
+    return "iso" if name.startswith("iso") else "oneclass" if name.startswith("class") else "main"
+
+
+# ----------------------------------------------------------------------------------------- readers
+def teachers(paths) -> tuple[pd.DataFrame, dict]:
+    """One row per teacher, and each teacher's max-softmax confidence on the real test set."""
+    rows, conf = [], {}
     for p in paths:
         m = _read(p)
         rec = m.get("recipe") or {}
-        rows.append({
-            "teacher": parse("teacher_metrics", p)["teacher"],
-            "model": m.get("model"), "dataset": m.get("dataset"), "obtained": m.get("mode"),
-            "sha256": m.get("sha256"), "top1_pct": _pct(m.get("top1")), "train_seconds": m.get("train_seconds"),
-            "recipe": json.dumps(rec, sort_keys=True) if rec else "",
-        })
-    return pd.DataFrame(rows)
+        tid = parse("teacher_metrics", p)["teacher"]
+        conf[tid] = np.asarray(m.get("test_confidence") or [], dtype=np.float64)
+        rows.append({"teacher": tid, "model": m.get("model"), "dataset": m.get("dataset"), "obtained": m.get("mode"),
+                     "sha256": m.get("sha256"), "top1_pct": _pct(m.get("top1")), "train_seconds": m.get("train_seconds"),
+                     "recipe": json.dumps({k: v for k, v in rec.items() if k != "init_checkpoint"}, sort_keys=True)
+                     if rec else ""})
+    return pd.DataFrame(rows), conf
 
 
-def distill(paths) -> pd.DataFrame:
-    rows = []
+def distill(paths) -> tuple[pd.DataFrame, dict]:
+    """One row per student metrics file (teacher, sweep, tag, seed), and each pool's per-image
+    teacher confidence on its synthetic images."""
+    rows, conf = [], {}
     for p in paths:
         key = parse("distill", p)
         m = _read(p)
-        conf = m.get("confidence") or {}
+        c = m.get("confidence") or {}
+        conf[(key["teacher"], key["sweep"], key["tag"], key["seed"])] = np.asarray(c.get("synthetic_values") or [])
         rows.append({
-            **key, **describe(key["tag"]),
-            "top1_pct": _pct(m.get("top1")), "top1_best_pct": _pct(m.get("top1_best")),
-            "confidence_distance": conf.get("wasserstein1"),
-            "synthetic_confidence_mean": (conf.get("synthetic") or {}).get("mean"),
-            "real_confidence_mean": (conf.get("real_test") or {}).get("mean"),
-            "images": m.get("images"), "kd_steps": m.get("steps"),
-            "student": (m.get("student") or {}).get("name"),
+            **key, "sweep_kind": sweep_kind(key["sweep"]), **describe(key["tag"]),
+            "top1_pct": _pct(m.get("top1")), "top1_runs": json.dumps([round(100 * x, 2) for x in m.get("top1_runs", [])]),
+            "val_top1_pct": _pct(m.get("val_top1")),
+            "confidence_distance": c.get("wasserstein1"), "synthetic_confidence_mean": (c.get("synthetic") or {}).get("mean"),
+            "images": m.get("images"), "kd_steps": m.get("steps"), "kd_runs": m.get("kd_runs"),
+            "label_imbalance": (max(m["label_counts"]) - min(x for x in m["label_counts"] if x) if m.get("label_counts")
+                                and any(m["label_counts"]) else None),
+            "per_class": json.dumps(m.get("per_class")), "student": (m.get("student") or {}).get("name"),
             "device": m.get("device"), "wall_seconds": m.get("wall_seconds"),
         })
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), conf
 
 
-def pools(paths):
-    """Per-pool summary rows, the active-token curves, and the first seed's pools themselves."""
-    rows, curves, first, seen = [], [], {}, set()
+def pools(paths, max_update_values: int = 4000):
+    """Per-pool summary rows, the active-token curves, per-patch update counts (first seed), and
+    the first seed's pools themselves (for the image grids)."""
+    rows, curves, updates, first, seen = [], [], [], {}, set()
     for p in sorted(paths):
         key = parse("pool", p)
         pool = torch.load(p, weights_only=True)
         led = pool["ledger"]
         kept = pool["masks"].float().mean(1)
-        counts = torch.bincount(pool["labels"], minlength=int(led.get("teacher", {}).get("num_classes") or 1))
+        nc = int(led.get("teacher", {}).get("num_classes") or int(pool["labels"].max()) + 1)
+        counts = torch.bincount(pool["labels"], minlength=nc)
+        used = counts[counts > 0]
+        T = int(led.get("iterations") or 1)
+        upd = pool["updates"][pool["masks"]].float() if "updates" in pool else torch.empty(0)
         rows.append({
-            **key, **describe(key["tag"]),
+            **key, "sweep_kind": sweep_kind(key["sweep"]), **describe(key["tag"]),
             "images": int(pool["images"].shape[0]), "kept_fraction": float(kept.mean()),
-            "sparsity": 1.0 - float(kept.mean()), "inversion_seconds": led.get("wall_seconds"),
-            "seconds_per_image": led.get("seconds_per_image"), "device": led.get("device"),
-            "torch": led.get("torch"), "timm": led.get("timm"), "teacher_sha256": led.get("teacher", {}).get("sha256"),
-            "num_classes": led.get("teacher", {}).get("num_classes"),
-            "label_imbalance": int(counts.max() - counts.min()) if len(counts) else 0,
+            "sparsity": 1.0 - float(kept.mean()), "mean_patches": float(pool["masks"].sum(1).float().mean()),
+            "inversion_seconds": led.get("wall_seconds"), "seconds_per_image": led.get("seconds_per_image"),
+            "device": led.get("device"), "torch": led.get("torch"), "timm": led.get("timm"),
+            "teacher_sha256": led.get("teacher", {}).get("sha256"), "num_classes": nc, "iterations": T,
+            "classes_used": int(len(used)), "label_imbalance": int(used.max() - used.min()) if len(used) else 0,
+            "updates_mean": float(upd.mean()) if len(upd) else None,
+            "updates_mean_fraction": float(upd.mean()) / T if len(upd) else None,
         })
-        if (key["teacher"], key["sweep"], key["tag"]) not in seen:
-            seen.add((key["teacher"], key["sweep"], key["tag"]))
+        ident = (key["teacher"], key["sweep"], key["tag"])
+        if ident not in seen:
+            seen.add(ident)
             if key["sweep"] == "main":
                 first.setdefault(key["teacher"], {})[key["tag"]] = {**describe(key["tag"]), "pool": pool}
+                if len(upd):
+                    g = torch.Generator().manual_seed(0)
+                    sel = upd[torch.randperm(len(upd), generator=g)[:max_update_values]]
+                    updates.append(pd.DataFrame({"teacher": key["teacher"], "tag": key["tag"],
+                                                 **{k: v for k, v in describe(key["tag"]).items()},
+                                                 "updates_fraction": (sel / T).numpy()}))
             active = led["active_tokens"]
-            curves.append(pd.DataFrame({"source": f"{key['teacher']} (T={len(active)})", "tag": key["tag"],
-                                        "iteration": range(len(active)), "active_tokens": active}))
-    return pd.DataFrame(rows), (pd.concat(curves) if curves else pd.DataFrame()), first
+            curves.append(pd.DataFrame({"source": f"{key['teacher']} {key['sweep']} (T={len(active)})",
+                                        "tag": key["tag"], "iteration": range(len(active)), "active_tokens": active}))
+    cat = lambda frames: pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()  # noqa: E731
+    return pd.DataFrame(rows), cat(curves), cat(updates), first
 
 
-def accuracy_table(acc: pd.DataFrame, pool_rows: pd.DataFrame, teacher_rows: pd.DataFrame) -> pd.DataFrame:
-    """Per teacher, sweep and tag: the students' top-1 over seeds, measured sparsity and speed."""
-    if acc.empty:
-        return acc
-    keys = ["teacher", "sweep", "tag", "family", "method", "v"]
-    g = acc.groupby(keys, dropna=False)
-    t = g["top1_pct"].agg(["mean", "std", "count"]).rename(
-        columns={"mean": "top1_mean", "std": "top1_std", "count": "seeds"}).reset_index()
-    t["top1_best_mean"] = g["top1_best_pct"].mean().values
-    t["confidence_distance"] = g["confidence_distance"].mean().values
-    if not pool_rows.empty:
-        sp = pool_rows.groupby(["teacher", "sweep", "tag"])[["sparsity", "images", "seconds_per_image"]].mean()
-        t = t.merge(sp.reset_index(), on=["teacher", "sweep", "tag"], how="left")
-    if not teacher_rows.empty:
-        t = t.merge(teacher_rows[["teacher", "top1_pct"]].rename(columns={"top1_pct": "teacher_top1"}), on="teacher",
-                    how="left")
-    return t
+def quantize(paths) -> pd.DataFrame:
+    """One row per (pool or baseline, bit setting, calibration draw) of `pri quantize` JSONs."""
+    rows = []
+    for p in paths:
+        m = _read(p)
+        try:
+            key = {**parse("quantize", p)}
+            key.update(describe(key["tag"]))
+        except ValueError:
+            key = {**parse("quantize_baseline", p), "tag": None, "sweep": "baseline", "seed": None}
+        for r in m.get("rows", []):
+            rows.append({**key, "calibration": m.get("calibration"), "w_bits": r["w_bits"], "a_bits": r["a_bits"],
+                         "bits": r.get("setting") or f"W{r['w_bits']}A{r['a_bits']}", "draw": r["draw"],
+                         "top1_pct": _pct(r["top1"]), "top5_pct": _pct(r.get("top5")),
+                         "fp_top1_pct": _pct(m.get("fp_top1")), "pre_gather": m.get("pre_gather")})
+    df = pd.DataFrame(rows)
+    if not df.empty:  # pools' jobs skip the float evaluation: take it from the teacher's baselines
+        fp = df.dropna(subset=["fp_top1_pct"]).groupby("teacher")["fp_top1_pct"].first()
+        df["fp_top1_pct"] = df["fp_top1_pct"].fillna(df["teacher"].map(fp))
+    return df
 
 
-def efficiency(paths):
+def _welch_log_interval(a, b, level):
+    """Interval of exp(mean log a - mean log b) (a ratio of times) from Welch's t on the logs."""
+    from scipy import stats as st
+
+    la, lb = np.log(np.asarray(a, float)), np.log(np.asarray(b, float))
+    est = float(np.exp(la.mean() - lb.mean()))
+    if len(la) < 2 or len(lb) < 2:
+        return est, math.nan, math.nan
+    va, vb = la.var(ddof=1) / len(la), lb.var(ddof=1) / len(lb)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return est, est, est
+    df = (va + vb) ** 2 / ((va ** 2) / (len(la) - 1) + (vb ** 2) / (len(lb) - 1))
+    h = float(st.t.ppf(0.5 + level / 2, df)) * se
+    return est, float(math.exp(la.mean() - lb.mean() - h)), float(math.exp(la.mean() - lb.mean() + h))
+
+
+def efficiency(paths, level: float = stats.LEVEL):
     """Cost/fvcore rows, timing rows and Theorem 1 rows from `pri efficiency` JSONs, with the
-    speed-ups over DMI (cost model and measured) and Theorem 1's comparisons computed here."""
+    speed-ups over DMI (cost model, and measured with an interval over the timing repeats) and
+    Theorem 1's comparisons (closed form, cost-model integral, fvcore)."""
     flops, times, theorem = [], [], []
     for p in paths:
         m = _read(p)
         rows = m.get("rows", [])
         ideal = speedups(rows, "cost_macs_total")
-        measured = speedups(rows, "time_seconds_per_image")
+        by_tag = {r["tag"]: r for r in rows}
         for r in rows:
             base = {"model": r["model"], "tag": r["tag"], **describe(r["tag"]), "weights": r.get("weights"),
                     "iterations": r.get("iterations"), "batch": r.get("batch"), "images_out": r.get("images_out")}
@@ -125,56 +177,39 @@ def efficiency(paths):
                 flops.append({**base, "cost_macs_per_image": r.get("cost_macs_total"),
                               "cost_macs_compared": r.get("cost_macs_compared"),
                               "fvcore_macs_per_image": r.get("flops_macs_total"),
+                              "fvcore_mlp": r.get("flops_macs_mlp"),
+                              "fvcore_attention": (r.get("flops_macs_attn_proj") or 0) + (r.get("flops_macs_attn_matmul") or 0)
+                              if "flops_macs_attn_proj" in r else None,
                               "fvcore_over_cost": r.get("flops_over_cost_compared"),
                               "mean_active": r.get("mean_active"), "ideal_speedup": ideal.get(r["tag"]),
                               "active_tokens": _expand(prof.get("steps"), r.get("iterations"))})
             if "time_seconds_per_image" in r:
-                times.append({**base, "seconds_per_image": r["time_seconds_per_image"], "mode": r.get("time_mode"),
-                              "device": r.get("time_device") or r.get("device"), "dtype": r.get("time_dtype"),
-                              "cuda_graphs": r.get("time_cuda_graphs"), "peak_memory_mb": r.get("time_peak_memory_mb"),
+                samples = r.get("time_seconds_per_image_samples") or [r["time_seconds_per_image"]]
+                ref = by_tag.get("dmi", {}).get("time_seconds_per_image_samples")
+                sp = _welch_log_interval(ref, samples, level) if ref else (None, None, None)
+                times.append({**base, "seconds_per_image": r["time_seconds_per_image"],
+                              "seconds_samples": json.dumps([round(x, 6) for x in samples]), "repeats": len(samples),
+                              "mode": r.get("time_mode"), "device": r.get("time_device") or r.get("device"),
+                              "dtype": r.get("time_dtype"), "cuda_graphs": r.get("time_cuda_graphs"),
+                              "peak_memory_mb": r.get("time_peak_memory_mb"),
                               "peak_memory_kind": r.get("time_peak_memory_kind"), "torch": r.get("torch"),
-                              "timm": r.get("timm"), "measured_speedup": measured.get(r["tag"])})
+                              "timm": r.get("timm"), "measured_speedup": sp[0], "speedup_lo": sp[1],
+                              "speedup_hi": sp[2]})
         for t in m.get("details", {}).get("theorem1", []):
             model = m.get("provenance", {}).get("model", t.get("model"))
-            theorem.append({"model": model, "v": t["v"], "part": "mlp", "n_over_d": t["n_over_d"],
-                            "ratio": t["mlp_ratio_integral"], "closed_form": t["mlp_ratio_closed"],
-                            "predicted": "PRI < SMI* ((v+1)/(2v) < 1)", "measured_holds": t["mlp_holds_integral"],
-                            "holds": bool(t["mlp_holds_integral"] and t["mlp_holds_closed"])})
-            theorem.append({"model": model, "v": t["v"], "part": "attention", "n_over_d": t["n_over_d"],
-                            "ratio": t["attn_ratio_integral"], "closed_form": t["attn_ratio_closed"],
-                            "predicted": f"PRI {'<=' if t['attn_holds_closed'] else '>'} SMI* "
-                                         f"(N/D {'<=' if t['attn_holds_closed'] else '>'} {t['attn_bound']:.2f})",
-                            "measured_holds": t["attn_holds_integral"],
-                            "holds": bool(t["attn_holds_integral"] == t["attn_holds_closed"])})
+            pri, star = by_tag.get(Spec("pri", t["v"]).tag, {}), by_tag.get(Spec("smi_star", t["v"]).tag, {})
+            for part, closed, cost, holds_closed, predicted in (
+                    ("mlp", t["mlp_ratio_closed"], t["mlp_ratio_integral"], t["mlp_holds_closed"], "< 1"),
+                    ("attention", t["attn_ratio_closed"], t["attn_ratio_integral"], t["attn_holds_closed"],
+                     "<= 1" if t["attn_holds_closed"] else "> 1")):
+                keys = ["flops_macs_mlp"] if part == "mlp" else ["flops_macs_attn_proj", "flops_macs_attn_matmul"]
+                fv = (sum(pri.get(k, 0) for k in keys) / sum(star.get(k, 0) for k in keys)
+                      if pri and star and all(k in pri and k in star for k in keys) else None)
+                theorem.append({"model": model, "v": t["v"], "part": part, "n_over_d": t["n_over_d"],
+                                "bound": t["attn_bound"] if part == "attention" else None,
+                                "closed_form": closed, "cost_model": cost, "fvcore": fv, "predicted": predicted,
+                                "predicted_holds": bool(holds_closed)})
     return pd.DataFrame(flops), pd.DataFrame(times), pd.DataFrame(theorem)
-
-
-def efficiency_table(flops: pd.DataFrame, times: pd.DataFrame) -> pd.DataFrame:
-    if flops.empty:
-        return flops
-    eff = flops.drop(columns=["active_tokens"], errors="ignore")
-    if times.empty:
-        return eff
-    keep = ["model", "tag", "seconds_per_image", "mode", "device", "dtype", "cuda_graphs", "peak_memory_mb",
-            "peak_memory_kind", "measured_speedup"]
-    return eff.merge(times[[c for c in keep if c in times]], on=["model", "tag"], how="outer")
-
-
-def efficiency_curves(flops: pd.DataFrame) -> pd.DataFrame:
-    """Active tokens per iteration of the efficiency track's schedules (first model)."""
-    if flops.empty or "active_tokens" not in flops:
-        return pd.DataFrame()
-    model = flops.model.iloc[0]
-    return pd.concat([pd.DataFrame({"source": f"efficiency track (T={len(r.active_tokens)})", "tag": r.tag,
-                                    "iteration": range(len(r.active_tokens)), "active_tokens": r.active_tokens})
-                      for r in flops[flops.model == model].itertuples() if r.active_tokens])
-
-
-def versions(pool_rows: pd.DataFrame, times: pd.DataFrame) -> pd.DataFrame:
-    frames = [pool_rows[["device", "torch", "timm"]]] if not pool_rows.empty else []
-    if not times.empty:
-        frames.append(times[[c for c in ("device", "torch", "timm") if c in times]])
-    return pd.concat(frames).drop_duplicates() if frames else pd.DataFrame()
 
 
 def _expand(steps, iterations):
@@ -189,17 +224,182 @@ def _expand(steps, iterations):
     return out
 
 
-def load_all(teacher_paths, distill_paths, pool_paths, efficiency_paths) -> dict:
+# ----------------------------------------------------------------------------------------- derived
+@dataclass(frozen=True)
+class Comparison:
+    """A difference ``a - b`` between two methods, paired by seed: ``a``/``b`` are registry names;
+    ``v``: "same" (a and b at the same v), "a" (only a has one) or "b"; ``kind``: the sweep kind;
+    ``metric``: top1 (students), quant (quantised top-1) or w1 (confidence distance)."""
+    name: str
+    a: str
+    b: str
+    v: str
+    kind: str = "main"
+    metric: str = "top1"
+
+
+def _pairs(df: pd.DataFrame, comp: Comparison):
+    """(sweep, v, a row group, b row group) for every pairing a comparison finds in ``df``."""
+    out = []
+    for (teacher, sweep), g in df[df.sweep_kind == comp.kind].groupby(["teacher", "sweep"]):
+        A, B = g[g.method == comp.a], g[g.method == comp.b]
+        if A.empty or B.empty:
+            continue
+        if comp.v == "same":
+            for v in sorted(set(A.v.dropna()) & set(B.v.dropna())):
+                out.append((teacher, sweep, int(v), A[A.v == v], B[B.v == v]))
+        elif comp.v == "a":
+            for v in sorted(set(A.v.dropna())):
+                out.append((teacher, sweep, int(v), A[A.v == v], B))
+        else:
+            for v in sorted(set(B.v.dropna())):
+                out.append((teacher, sweep, int(v), A, B[B.v == v]))
+    return out
+
+
+def differences(acc: pd.DataFrame, quant: pd.DataFrame, comparisons, level: float = stats.LEVEL,
+                syn_conf: dict | None = None, real_conf: dict | None = None, reps: int = 2000) -> pd.DataFrame:
+    """Every paired difference a - b the comparisons ask for, with its interval."""
+    rows = []
+    for comp in comparisons:
+        if comp.metric == "quant":
+            src = quant[quant.sweep == "main"].assign(sweep_kind="main") if not quant.empty else quant
+        else:
+            src = acc
+        if src.empty:
+            continue
+        for teacher, sweep, v, A, B in _pairs(src, comp):
+            groups = [None] if comp.metric != "quant" else sorted(set(A.bits))
+            for group in groups:
+                a, b = (A, B) if comp.metric != "quant" else (A[A.bits == group], B[B.bits == group])
+                per_seed = lambda d: d.groupby("seed")["top1_pct"].mean()  # noqa: E731 (mean over draws)
+                if comp.metric == "w1":
+                    iv, n_img = _w1_difference(teacher, sweep, a, b, syn_conf or {}, (real_conf or {}).get(teacher),
+                                               level, reps)
+                    ma = mb = None
+                else:
+                    sa, sb = per_seed(a), per_seed(b)
+                    seeds = sorted(set(sa.index) & set(sb.index))
+                    iv = stats.t_interval([sa[s] - sb[s] for s in seeds], level)
+                    ma, mb = (float(sa[seeds].mean()), float(sb[seeds].mean())) if seeds else (None, None)
+                    n_img = None
+                rows.append({"comparison": comp.name, "metric": comp.metric, "teacher": teacher, "sweep": sweep,
+                             "kind": comp.kind, "bits": group, "v": v,
+                             "a": a.tag.iloc[0], "b": b.tag.iloc[0], "a_mean": ma, "b_mean": mb,
+                             "n": iv.n, "mean": iv.estimate, "sd": iv.sd, "lo": iv.lo, "hi": iv.hi,
+                             "half_width": iv.half_width if iv.n else None, "level": level, "interval": iv.method,
+                             "images_per_seed": n_img})
+    return pd.DataFrame(rows)
+
+
+def _w1_difference(teacher, sweep, a, b, syn_conf, real, level, reps):
+    """W1(a's confidences, real) - W1(b's, real) per seed, bootstrapped over seeds and images
+    (the real test set, 10k images, is held fixed: its sampling noise is shared by both terms)."""
+    from scipy.stats import wasserstein_distance
+
+    if real is None or not len(real):
+        return stats.Interval(math.nan, math.nan, math.nan, 0, level, "bootstrap"), None
+    groups = []
+    for s in sorted(set(a.seed) & set(b.seed)):
+        ca = syn_conf.get((teacher, sweep, a.tag.iloc[0], s))
+        cb = syn_conf.get((teacher, sweep, b.tag.iloc[0], s))
+        if ca is not None and cb is not None and len(ca) and len(cb):
+            groups.append((ca, cb))
+    if not groups:
+        return stats.Interval(math.nan, math.nan, math.nan, 0, level, "bootstrap"), None
+    real = np.sort(real)
+    iv = stats.hierarchical_bootstrap(groups, lambda x, y: wasserstein_distance(x, real) - wasserstein_distance(y, real),
+                                      level=level, reps=reps)
+    return iv, int(np.mean([len(g[0]) for g in groups]))
+
+
+def accuracy_table(acc: pd.DataFrame, pool_rows: pd.DataFrame, teacher_rows: pd.DataFrame) -> pd.DataFrame:
+    """Per teacher, sweep and tag: the students' top-1 over seeds, measured sparsity, images, speed."""
+    if acc.empty:
+        return acc
+    keys = ["teacher", "sweep", "tag", "family", "method", "v"]
+    g = acc.groupby(keys, dropna=False)
+    t = g["top1_pct"].agg(["mean", "std", "count"]).rename(
+        columns={"mean": "top1_mean", "std": "top1_sd", "count": "seeds"}).reset_index()
+    t["confidence_distance"] = g["confidence_distance"].mean().values
+    if not pool_rows.empty:
+        sp = pool_rows.groupby(["teacher", "sweep", "tag"]).agg(
+            sparsity=("sparsity", "mean"), pool_images=("images", "mean"), seconds_per_image=("seconds_per_image", "mean"),
+            updates_mean_fraction=("updates_mean_fraction", "mean"), label_imbalance=("label_imbalance", "max"))
+        t = t.merge(sp.reset_index(), on=["teacher", "sweep", "tag"], how="left")
+    if not teacher_rows.empty:
+        t = t.merge(teacher_rows[["teacher", "top1_pct"]].rename(columns={"top1_pct": "teacher_top1"}), on="teacher",
+                    how="left")
+    return t
+
+
+def quantize_table(quant: pd.DataFrame) -> pd.DataFrame:
+    """Per teacher, calibration source and bit setting: quantised top-1 over seeds and draws, FP alongside."""
+    if quant.empty:
+        return quant
+    q = quant.assign(source=quant.tag.fillna(quant.calibration))
+    g = q.groupby(["teacher", "source", "bits"], dropna=False)
+    return g.agg(top1_mean=("top1_pct", "mean"), top1_sd=("top1_pct", "std"), runs=("top1_pct", "count"),
+                 top5_mean=("top5_pct", "mean"), fp_top1=("fp_top1_pct", "first")).reset_index()
+
+
+def iso_table(acc: pd.DataFrame, pool_rows: pd.DataFrame) -> pd.DataFrame:
+    """Student top-1 against inversion compute, per method: the iso-compute sweeps and the main sweep,
+    with the compute in DMI images (cost model) and in measured seconds."""
+    if acc.empty or pool_rows.empty:
+        return pd.DataFrame()
+    keep = acc[acc.sweep_kind.isin(["iso", "main"])]
+    inv = pool_rows.groupby(["teacher", "sweep", "tag", "seed"]).agg(
+        inversion_seconds=("inversion_seconds", "sum"), pool_images=("images", "sum")).reset_index()
+    t = keep.merge(inv, on=["teacher", "sweep", "tag", "seed"], how="left")
+    return t[["teacher", "sweep", "tag", "method", "family", "v", "seed", "top1_pct", "pool_images",
+              "inversion_seconds"]]
+
+
+def efficiency_table(flops: pd.DataFrame, times: pd.DataFrame) -> pd.DataFrame:
+    if flops.empty:
+        return flops
+    eff = flops.drop(columns=["active_tokens"], errors="ignore")
+    if times.empty:
+        return eff
+    keep = ["model", "tag", "seconds_per_image", "repeats", "mode", "device", "dtype", "cuda_graphs", "peak_memory_mb",
+            "peak_memory_kind", "measured_speedup", "speedup_lo", "speedup_hi"]
+    return eff.merge(times[[c for c in keep if c in times]], on=["model", "tag"], how="outer")
+
+
+def efficiency_curves(flops: pd.DataFrame) -> pd.DataFrame:
+    """Active tokens per iteration of the efficiency track's schedules (first model)."""
+    if flops.empty or "active_tokens" not in flops:
+        return pd.DataFrame()
+    model = flops.model.iloc[0]
+    frames = [pd.DataFrame({"source": f"efficiency track (T={len(r.active_tokens)})", "tag": r.tag,
+                            "iteration": range(len(r.active_tokens)), "active_tokens": r.active_tokens})
+              for r in flops[flops.model == model].itertuples() if r.active_tokens]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def versions(pool_rows: pd.DataFrame, times: pd.DataFrame) -> pd.DataFrame:
+    frames = [pool_rows[["device", "torch", "timm"]]] if not pool_rows.empty else []
+    if not times.empty:
+        frames.append(times[[c for c in ("device", "torch", "timm") if c in times]])
+    return pd.concat(frames).drop_duplicates() if frames else pd.DataFrame()
+
+
+def load_all(teacher_paths, distill_paths, pool_paths, efficiency_paths, quantize_paths, comparisons,
+             level: float = stats.LEVEL, reps: int = 2000) -> dict:
     """Every tidy table of a run, by name."""
-    t = teachers(teacher_paths)
-    acc = distill(distill_paths)
-    pool_rows, curves, first = pools(pool_paths)
+    t, real_conf = teachers(teacher_paths)
+    acc, syn_conf = distill(distill_paths)
+    pool_rows, curves, updates, first = pools(pool_paths)
     if not acc.empty and not pool_rows.empty:
         sp = pool_rows.groupby(["teacher", "sweep", "tag"])["sparsity"].mean().reset_index()
         acc = acc.merge(sp, on=["teacher", "sweep", "tag"], how="left")
         acc["sparsity_pct"] = 100 * acc["sparsity"]
-    flops, times, theorem = efficiency(efficiency_paths)
-    return {"teachers": t, "distill": acc, "pools": pool_rows, "curves": curves, "first": first, "flops": flops,
-            "times": times, "theorem1": theorem, "accuracy": accuracy_table(acc, pool_rows, t),
-            "efficiency": efficiency_table(flops, times), "efficiency_curves": efficiency_curves(flops),
-            "versions": versions(pool_rows, times)}
+    flops, times, theorem = efficiency(efficiency_paths, level)
+    quant = quantize(quantize_paths)
+    diffs = differences(acc, quant, comparisons, level, syn_conf, real_conf, reps)
+    return {"teachers": t, "distill": acc, "pools": pool_rows, "curves": curves, "updates": updates, "first": first,
+            "flops": flops, "times": times, "theorem1": theorem, "quantize": quant, "differences": diffs,
+            "accuracy": accuracy_table(acc, pool_rows, t), "quantize_table": quantize_table(quant),
+            "iso": iso_table(acc, pool_rows), "efficiency": efficiency_table(flops, times),
+            "efficiency_curves": efficiency_curves(flops), "versions": versions(pool_rows, times)}

@@ -43,8 +43,8 @@ def accuracy_vs_sparsity(acc: pd.DataFrame, pools: pd.DataFrame, teachers: pd.Da
         row = teachers[teachers.teacher == t]
         if not row.empty and pd.notna(row.iloc[0]["top1_pct"]):
             ax.axhline(row.iloc[0]["top1_pct"], ls="--", c="grey", lw=1, label="teacher")
-        nc = pools[pools.teacher == t]["num_classes"].dropna()
-        if not nc.empty:
+        nc = pools[pools.teacher == t]["num_classes"].dropna() if not pools.empty else pd.Series(dtype=float)
+        if len(nc):
             ax.axhline(100.0 / float(nc.iloc[0]), ls=":", c="red", lw=1, label="chance")
         ax.set(xlabel="patches removed per synthetic image (%)", ylabel="student top-1 (%)", title=f"teacher {t}")
         ax.legend(fontsize=8)
@@ -145,6 +145,109 @@ def active_tokens(curves: pd.DataFrame, eff_curves: pd.DataFrame, path, why=""):
     for ax, s in zip(axes[0], srcs):
         sns.lineplot(data=d[d.source == s], x="iteration", y="active_tokens", hue="tag", ax=ax, lw=1.2)
         ax.set(title=s, ylabel="active patch tokens")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    save(fig, path)
+
+
+def forest(claims: pd.DataFrame, path, why=""):
+    """One panel per accuracy claim: each difference with its interval, the claim's region shaded."""
+    import math
+
+    d = claims[claims.ci_lo.notna() & claims.claim_id.isin(["3a", "3b", "3c", "4a", "4b", "5", "6", "7", "9"])]
+    if d.empty:
+        return _empty(path, "Differences and their intervals", why or "no paired differences")
+    cids = list(dict.fromkeys(d.claim_id))
+    fig, axes = plt.subplots(len(cids), 1, figsize=(8, 1.1 + 0.45 * len(d)), squeeze=False,
+                             gridspec_kw={"height_ratios": [max(1, (d.claim_id == c).sum()) for c in cids]})
+    colors = {"supported": "tab:green", "not supported": "tab:red", "inconclusive": "tab:grey"}
+    for ax, cid in zip(axes[:, 0], cids):
+        g = d[d.claim_id == cid].reset_index(drop=True)
+        lo = [x if math.isfinite(x) else np.nan for x in g.ci_lo]
+        hi = [x if math.isfinite(x) else np.nan for x in g.ci_hi]
+        span = [x for x in lo + hi + list(g.mean_difference) if x is not None and np.isfinite(x)]
+        xmin, xmax = (min(span), max(span)) if span else (-1, 1)
+        pad = 0.15 * (xmax - xmin or 1)
+        xmin, xmax = xmin - pad, xmax + pad
+        region = g.region.iloc[0]
+        rlo, rhi = _region_bounds(region)
+        ax.axvspan(max(rlo, xmin), min(rhi, xmax), color="tab:green", alpha=0.12, lw=0)
+        ax.axvline(0, color="k", lw=0.6)
+        for i, r in g.iterrows():
+            c = colors.get(r.verdict, "k")
+            ax.plot([r.ci_lo if np.isfinite(r.ci_lo) else xmin, r.ci_hi if np.isfinite(r.ci_hi) else xmax], [i, i],
+                    color=c, lw=2)
+            ax.plot([r.mean_difference], [i], "o", color=c)
+        ax.set_yticks(range(len(g)))
+        ax.set_yticklabels([f"{p}  ({s.split(' (teacher')[0][:28]})" for p, s in zip(g.part, g.scale)], fontsize=7)
+        ax.set_xlim(xmin, xmax)
+        ax.invert_yaxis()
+        ax.set_title(f"claim {cid}: region {region} (shaded); verdict {g.claim_verdict.iloc[0]}", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+    save(fig, path)
+
+
+def _region_bounds(text: str):
+    """(lo, hi) of a region written by stats.Region.text ("[-3, +inf) points")."""
+    inner = text.split("]")[0].split(")")[0].lstrip("[(")
+    lo, hi = (s.strip().split()[0] for s in inner.split(","))
+    conv = lambda s: float(s.replace("+inf", "inf"))  # noqa: E731
+    return conv(lo), conv(hi)
+
+
+def update_counts(updates: pd.DataFrame, path, why=""):
+    """Distribution of the optimisation steps a kept patch received, over T, per method and v."""
+    if updates.empty:
+        return _empty(path, "Updates per kept patch", why or "no pools with update counts")
+    order = list(dict.fromkeys(updates.sort_values(["family", "v"]).tag))
+    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(order)), 3.8))
+    sns.boxplot(data=updates, x="tag", y="updates_fraction", order=order, ax=ax, fliersize=1, color="tab:blue")
+    ax.set(xlabel="", ylabel="updates per kept patch / T", ylim=(0, 1.05))
+    ax.tick_params(axis="x", rotation=60, labelsize=7)
+    fig.tight_layout()
+    save(fig, path)
+
+
+def accuracy_vs_compute(iso: pd.DataFrame, path, why=""):
+    """Student top-1 against inversion compute (measured seconds per seed), per method, with seed spread."""
+    if iso.empty or not (iso.sweep != "main").any():
+        return _empty(path, "Accuracy against inversion compute", why or "the iso-compute control is off")
+    d = iso.dropna(subset=["inversion_seconds"])
+    fig, axes = plt.subplots(1, d.teacher.nunique(), figsize=(6.5 * d.teacher.nunique(), 4.2), squeeze=False)
+    for ax, (t, g) in zip(axes[0], d.groupby("teacher")):
+        sns.lineplot(data=g, x="inversion_seconds", y="top1_pct", hue="tag", style="sweep", markers=True,
+                     err_style="bars", errorbar=("ci", 95), ax=ax)
+        ax.set(xscale="log", xlabel="inversion compute per seed (s, measured)", ylabel="student top-1 (%)",
+               title=f"teacher {t}: equal-compute sweeps (iso) and the main sweep")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    save(fig, path)
+
+
+def quantization(quant: pd.DataFrame, path, why=""):
+    """Quantised top-1 per calibration source and bit width, seeds and draws as points, with the
+    float, noise and real-image lines."""
+    if quant.empty:
+        return _empty(path, "Post-training quantisation", why or "quantisation is off")
+    q = quant.assign(source=quant.tag.fillna(quant.calibration))
+    pools = q[q.tag.notna()]
+    bits = sorted(q.bits.unique())
+    fig, axes = plt.subplots(1, len(bits), figsize=(6 * len(bits), 3.8), squeeze=False)
+    for ax, b in zip(axes[0], bits):
+        g = pools[pools.bits == b]
+        if not g.empty:
+            sns.pointplot(data=g, x="tag", y="top1_pct", errorbar="sd", linestyle="none", ax=ax, color="tab:blue")
+        base = q[(q.bits == b) & q.tag.isna()]
+        for src, color in (("noise", "tab:red"), ("real", "tab:green")):
+            s = base[base.calibration == src]["top1_pct"]
+            if len(s):
+                ax.axhline(s.mean(), color=color, ls="--", lw=1, label=f"{src} calibration")
+        fp = q[q.bits == b]["fp_top1_pct"].dropna()
+        if len(fp):
+            ax.axhline(fp.iloc[0], color="k", ls=":", lw=1, label="float")
+        ax.set(title=b, xlabel="", ylabel="quantised teacher top-1 (%)")
+        ax.tick_params(axis="x", rotation=60, labelsize=7)
         ax.legend(fontsize=7)
     fig.tight_layout()
     save(fig, path)

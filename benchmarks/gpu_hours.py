@@ -86,53 +86,73 @@ def inversion_seconds(model: str, tag: str, iterations: int, images: int, step: 
     return sum(it * step(model, k, b) for k, it in prof["steps"].items())
 
 
+QUANT_OVER_FP = 1.5  # a fake-quant evaluation costs about 1.5x a float one (measured on CPU, pri quantize)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=os.path.join(HERE, "..", "config", "paper.yaml"))
     ap.add_argument("--measured", default=os.path.join(HERE, "results", "h200"))
     a = ap.parse_args(argv)
+    from snakemake.utils import validate
+
+    from pri.plan import Plan
+
     cfg = yaml.safe_load(open(a.config))
+    validate(cfg, os.path.join(HERE, "..", "workflow", "schemas", "config.schema.yaml"))
+    plan = Plan(cfg, check_inputs=False)  # price every job the config asks for, data or not
     with open(os.path.join(a.measured, "train_steps.json")) as f:
         train = {m["model"]: m for m in json.load(f)["models"]}
     steps_of = {dtype: StepTimes(stage_points(a.measured, prefix))
                 for dtype, prefix in (("fp32", "paper_fp32_"), ("bf16", "paper_"))}
-    inv, dis, eff = cfg["inversion"], cfg["distill"], cfg["efficiency"]
+    inv, dis, eff, q = cfg["inversion"], cfg["distill"], cfg["efficiency"], cfg["quantize"]
     inv_dtype = cfg.get("dtype", "fp32")
-    T, B = inv["iterations"], inv["images"]
-    seeds, batches = len(inv["seeds"]), inv.get("batches", 1)
-    tags = list(inv["methods"])
+    T = inv["iterations"]
     eval_every = int(dis.get("eval_every") or 0)
-    hours = {"teacher": 0.0, "invert": 0.0, "distill": 0.0, "efficiency_time": 0.0}
+    hours = {k: 0.0 for k in ("teacher", "invert", "distill", "quantize", "efficiency_time")}
     jobs = dict.fromkeys(hours, 0)
-    for t in cfg["teachers"].values():
+    for tid in plan.active:
+        t = plan.teachers[tid]
         model, ds = t["model"], t["dataset"]
         test_batches = math.ceil(TEST_IMAGES.get(ds, 10000) / EVAL_BATCH)
+        eval_s = test_batches * train[model]["eval"]["seconds"]
         # the teacher rule fine-tunes (no checkpoint) or only evaluates (a checkpoint)
-        seconds = test_batches * train[model]["eval"]["seconds"]
+        seconds = eval_s
         if not t.get("checkpoint"):
             tr = t.get("train", {})
             steps = math.ceil(tr.get("epochs", 10) * TRAIN_IMAGES.get(ds, 50000) / tr.get("batch", 128))
             seconds += steps * train[model]["finetune"]["seconds"] * tr.get("batch", 128) / train[model]["finetune"]["batch"]
         hours["teacher"] += seconds / 3600
         jobs["teacher"] += 1
-        for tag in tags:
-            hours["invert"] += inversion_seconds(model, tag, T, B, steps_of[inv_dtype]) * seeds * batches / 3600
-        jobs["invert"] += len(tags) * seeds * batches
-        student = t.get("student") or dis["student"]
-        st = train[student]
-        kd = sum(r["seconds"] for r in st["kd_head_only"]) / len(st["kd_head_only"])
-        kd *= dis["batch"] / st["kd_head_only"][0]["batch"]
-        evals = ((dis["steps"] - 1) // eval_every if eval_every else 0) + 1  # every eval_every steps, and the last
-        per_job = (dis["steps"] * kd + evals * test_batches * st["eval"]["seconds"]
-                   + test_batches * train[model]["eval"]["seconds"]  # the teacher on the real test set
-                   + math.ceil(dis["images"] / EVAL_BATCH) * train[model]["teacher_sparse_fwd"]["seconds"])
-        hours["distill"] += per_job * len(tags) * seeds / 3600
-        jobs["distill"] += len(tags) * seeds
+        for sw in plan.sweeps(tid):
+            for tag in sw.tags:
+                per = inversion_seconds(model, tag, T, sw.images[tag], steps_of[inv_dtype])
+                hours["invert"] += per * len(sw.seeds) * sw.batches / 3600
+            jobs["invert"] += len(sw.seeds) * sw.batches
+            if plan.runs(tid, "distill"):
+                student, _, _ = plan.student_of(tid)
+                st = train[student]
+                kd = sum(r["seconds"] for r in st["kd_head_only"]) / len(st["kd_head_only"])
+                kd *= dis["batch"] / st["kd_head_only"][0]["batch"]
+                evals = ((dis["steps"] - 1) // eval_every if eval_every else 0) + 1  # every eval_every steps, and the last
+                for tag in sw.tags:
+                    images = sw.distill_images[tag] or plan.pool_images(tid, tag, sw.images[tag]) * sw.batches
+                    per_job = (dis["steps"] * kd + evals * test_batches * st["eval"]["seconds"]) * dis.get("kd_runs", 1)
+                    # the teacher's outputs on every synthetic image (and its augmentations, when precomputed)
+                    per_job += math.ceil(images / EVAL_BATCH) * train[model]["teacher_sparse_fwd"]["seconds"]
+                    hours["distill"] += per_job * len(sw.seeds) / 3600
+                jobs["distill"] += len(sw.seeds)
+        if plan.runs(tid, "quantize") and q.get("enabled"):
+            settings = max(len(q["w_bits"]), len(q["a_bits"]))
+            evals = settings * q["draws"] * len(plan.quant_tags(tid)) * len(plan.sweep(tid, "main").seeds)
+            evals += 2 * settings * q["draws"]  # the noise and real-image baselines
+            hours["quantize"] += (evals * QUANT_OVER_FP + 1) * eval_s / 3600
+            jobs["quantize"] += len(plan.sweep(tid, "main").seeds) + 1
     if eff.get("enabled", True):
-        # the efficiency_time rule: efficiency.time_tags (default: every tag) at efficiency.time_batch
+        # the efficiency_time rule: efficiency.time_tags (default: efficiency.tags, else the sweep's) at time_batch
         step = steps_of[eff.get("dtype", "fp32")]
         for model in eff["models"]:
-            for tag in eff.get("time_tags") or tags:
+            for tag in eff.get("time_tags") or eff.get("tags") or plan.tags:
                 hours["efficiency_time"] += inversion_seconds(model, tag, eff["iterations"],
                                                               eff.get("time_batch") or eff["batch"],
                                                               step) * eff.get("repeats", 1) / 3600
@@ -143,6 +163,7 @@ def main(argv=None) -> int:
     print()
     basis = {"teacher": "fine-tuning steps, measured", "invert": f"stage-sampled ({inv_dtype}), interpolated",
              "distill": "KD and evaluation steps, measured",
+             "quantize": f"evaluation steps, measured, x{QUANT_OVER_FP} for fake-quant",
              "efficiency_time": f"stage-sampled ({eff.get('dtype', 'fp32')}), interpolated"}
     print("| rule family | jobs | GPU hours on one H200 | from |\n|---|---|---|---|")
     for name, h in hours.items():

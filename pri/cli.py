@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "teacher": ("pri.teacher", "train (or load and evaluate) a teacher with provenance"),
     "distill": ("pri.distill", "distil a student from synthetic pools; top-1 on the real test set"),
     "efficiency": ("pri.efficiency", "cost model, fvcore MACs and wall-clock per generated image"),
+    "quantize": ("pri.quantize", "fake-quantise a teacher calibrated on synthetic, noise or real images; top-1/top-5 on the real test set"),
 }
 
 
@@ -53,8 +54,36 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
+def batch(argv: list[str]) -> int:
+    """``pri batch CMD ARGS [:: CMD ARGS ...]``: run several pri commands one after the other in one
+    process (the workflow's jobs, without paying Python's start-up per command); stops at the first
+    that fails, with its exit status. Each command writes its own outputs atomically."""
+    from .plan import BATCH_SEP
+
+    parts, cur = [], []
+    for a in argv:
+        if a == BATCH_SEP:
+            parts.append(cur)
+            cur = []
+        else:
+            cur.append(a)
+    parts.append(cur)
+    if not all(parts) or any(p[0] in ("batch",) or p[0] not in SUBCOMMANDS for p in parts):
+        print(f"pri batch: error: give pri commands separated by {BATCH_SEP}, e.g. pri batch invert ... {BATCH_SEP} "
+              f"invert ... (commands: {', '.join(SUBCOMMANDS)})", file=sys.stderr)
+        return 2
+    for i, p in enumerate(parts, 1):
+        print(f"pri batch: [{i}/{len(parts)}] pri {' '.join(p)}", file=sys.stderr, flush=True)
+        rc = main(p)
+        if rc:
+            return rc
+    return 0
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "batch":
+        return batch(argv[1:])
     only = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only if only in SUBCOMMANDS else None)
     args = parser.parse_args(argv)

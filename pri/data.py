@@ -17,6 +17,9 @@ CIFAR at 224 px (DeiT fine-tuning) does not hold 50 000 upsampled images in memo
 Datasets
 - ``fashion_mnist``: the IDX files (gzipped or not), parsed here with numpy; default root
   ``/usr/share/datasets/fashion-mnist`` (Debian package ``dataset-fashion-mnist``).
+Splits: ``test``; ``val``, held out of the training files (within each class every 12th image);
+``train``, the rest of the training files. Recipes are chosen on ``val``, never on ``test``.
+
 - ``digits``: scikit-learn's ``load_digits`` (ships inside the wheel, 1797 8x8 images,
   values 0..16 scaled to [0, 1]); a fixed split without randomness: within each class, in
   the order scikit-learn gives, every fifth image (positions 4, 9, 14, ...) is test
@@ -51,7 +54,10 @@ from .errors import PriError
 
 DATASETS = ("fashion_mnist", "digits", "cifar10", "cifar100", "imagefolder")
 DEFAULT_ROOTS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist"}
-SPLITS = ("train", "test")
+SPLITS = ("train", "val", "test")
+# the validation split: within each class of the training files, every VAL_EVERY-th image (positions
+# VAL_EVERY - 1, 2 * VAL_EVERY - 1, ...); "train" is the rest. Recipes are chosen on it, never on test.
+VAL_EVERY = 12
 
 # Per-channel statistics of the training split (pixel values in [0, 1]).
 _MEAN_STD = {
@@ -354,6 +360,7 @@ def check_dataset(name: str, root: str | None, split: str, option: str = "--data
     looks for the files (no image is read): cheap enough for every plan and dry run."""
     _check_name(name, option)
     _check_split(split)
+    split = "test" if split == "test" else "train"
     if name == "digits":
         return
     if root is None:
@@ -393,8 +400,9 @@ def load_dataset(name: str, root: str | None = None, split: str = "train", optio
     """
     _check_name(name)
     _check_split(split)
+    files = "test" if split == "test" else "train"
     if name == "digits":
-        x, y, meta = _load_digits(split, option)
+        x, y, meta = _load_digits(files, option)
     else:
         if root is None:
             root = DEFAULT_ROOTS.get(name)
@@ -404,14 +412,30 @@ def load_dataset(name: str, root: str | None = None, split: str = "train", optio
         if not os.path.isdir(root):
             raise _missing(name, split, [f"{root} (no such folder)"], option)
         if name == "fashion_mnist":
-            x, y, meta = _load_fashion_mnist(root, split, option)
+            x, y, meta = _load_fashion_mnist(root, files, option)
         elif name in ("cifar10", "cifar100"):
-            x, y, meta = _load_cifar(name, root, split, option)
+            x, y, meta = _load_cifar(name, root, files, option)
         else:
-            x, y, meta = _load_imagefolder(root, split, option, img_size)
+            x, y, meta = _load_imagefolder(root, files, option, img_size)
+    if files == "train":
+        held = holdout_mask(y)
+        keep = torch.nonzero(held if split == "val" else ~held).flatten()
+        x = x[keep] if isinstance(x, torch.Tensor) else torch.utils.data.Subset(x, keep.tolist())
+        y = y[keep]
+        meta["source"] += f"; {split} part: {'every' if split == 'val' else 'all but every'} {VAL_EVERY}th image of each class"
     mean, std = dataset_mean_std(name)
     meta.update(name=name, split=split, num_images=int(len(y)), mean=list(mean), std=list(std))
     return x, y, meta
+
+
+def holdout_mask(labels: torch.Tensor) -> torch.Tensor:
+    """The validation images of a training split: within each class, in file order, every
+    VAL_EVERY-th image."""
+    held = torch.zeros(len(labels), dtype=torch.bool)
+    for c in torch.unique(labels):
+        pos = torch.nonzero(labels == c).flatten()
+        held[pos[VAL_EVERY - 1::VAL_EVERY]] = True
+    return held
 
 
 def prepare(x: torch.Tensor, img_size: int | None, mean, std) -> torch.Tensor:

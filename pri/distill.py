@@ -3,24 +3,27 @@
 A pool (written by ``pri invert``) holds uint8 images, their patch masks and target labels.
 Only the patches of an image's mask (plus CLS) are fed to the teacher and to the student,
 each patch with its own position embedding (SMI's protocol, METHODS.md "Feeding sparse images
-downstream"); pixels outside the mask are never read. Images in one batch must share the
-mask size K, so images are bucketed by K and each batch is drawn from one bucket, chosen with
-probability proportional to its size. Real test images are always fed dense.
+downstream"); pixels outside the mask are never read. A batch whose images keep different
+numbers of patches is padded to the largest, the padding masked out of every attention.
 
 Loss: ``KL(p_teacher^T || p_student^T) * T^2`` with ``p^T = softmax(logits / T)`` (Hinton's
 distillation loss; the teacher's softened distribution is the target).
 
-Every method gets the same budget: ``--steps`` optimiser steps on the first ``--images`` images
-of the pool(s) in a seed-determined order. The headline is the top-1 after the last step
-(``top1``); ``top1_best`` (best of the ``--eval-every`` evaluations, on the test set itself) is
-kept for SMI's protocol, which reports the best.
+Every method gets the same budget, and a seed pairs them: ``--steps`` optimiser steps on the
+first ``--images`` images of the pool(s) in an order drawn from the seed alone (so image i of
+every method's pool is visited at the same steps, and pools of one seed hold the same labels per
+image), the same student initialisation and the same augmentations. ``--kd-runs R`` distils R
+students from the pool (seeds derived from ``--seed`` and the run) and reports their mean top-1,
+which averages out the students' own training noise. The headline is the test top-1 after the
+last step; with ``--eval-every`` the intermediate evaluations are kept as a history (on the
+validation split held out of the training set with ``--val``, so that nothing is selected on the
+test set).
 
-For claim 7 the teacher's max-softmax confidence on the synthetic images (masked forward) and
-on the real test set (dense) is summarised, with the 1-Wasserstein distance between the two
-distributions, under ``confidence`` in the metrics.
+For claim 7 the teacher's max-softmax confidence on every synthetic image (masked forward) is
+recorded, with its 1-Wasserstein and KS distances to the teacher's confidence on the real test set.
 
 The steps, in order: check the options, load the pools, load the teacher, select the images,
-load the test set, build the student, the teacher's passes, train, evaluate, write.
+load the real data, the teacher's passes, then per run: build the student, train, evaluate; write.
 """
 from __future__ import annotations
 
@@ -41,12 +44,13 @@ from .io import progress as progress_bar
 # AdamW with a short warm-up and cosine decay trains a random-init ViT far more reliably than SGD;
 # T = 4 (Hinton-style) keeps the teacher's ranking of the wrong classes visible while the target
 # still peaks on the inverted class. SMI's T = 20 suits a pretrained student whose head alone
-# learns: at T = 20 the softened targets are nearly flat and the loss becomes logit matching,
-# which on ~100 images gave a from-scratch student no more than T = 4 did (16.6% vs 15.7%).
-# The workflow's schema (distill.*) holds the same defaults; tests/test_defaults.py checks it.
+# learns. The workflow's schema (distill.*) holds the same defaults; tests/test_defaults.py checks it.
 DEFAULTS = dict(student="vit_femto_patch4_28", steps=600, batch=64, optimizer="adamw", lr=1e-3, momentum=0.9,
                 weight_decay=0.05, schedule="cosine", warmup=50, temperature=4.0, grad_clip=1.0, seed=0,
-                augment_shift=1, eval_every=0)
+                augment_shift=1, eval_every=0, kd_runs=1)
+# precompute the teacher's outputs for every (image, augmentation) when that takes fewer teacher
+# forwards than the training steps would, and fits in this many floats
+PRECOMPUTE_MAX_FLOATS = 50_000_000
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -60,7 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher-model", default=None,
                    help="teacher architecture (default: the one recorded in the suite checkpoint or the pool)")
     p.add_argument("--allow-other-teacher", action="store_true",
-                   help="allow a teacher whose sha256 differs from the one the pool was inverted from")
+                   help="allow a teacher whose sha256 differs from the one the pool was inverted from, or a pool "
+                        "that does not record its teacher")
     p.add_argument("--student", default=d["student"], help="student architecture (a small suite ViT or a timm ViT)")
     p.add_argument("--student-checkpoint", default=None,
                    help="start the student from this checkpoint (e.g. ImageNet DeiT for SMI's protocol) instead of "
@@ -80,8 +85,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="use only pool images inverted for these labels (e.g. one-class distillation); the student "
                         "is still evaluated on all classes")
     p.add_argument("--steps", type=int, default=d["steps"], help="optimiser steps (the same for every method)")
-    p.add_argument("--batch", type=int, default=d["batch"],
-                   help="batch size (a batch comes from one mask-size bucket; smaller buckets give smaller batches)")
+    p.add_argument("--batch", type=int, default=d["batch"], help="batch size")
+    p.add_argument("--kd-runs", type=int, default=d["kd_runs"],
+                   help="students distilled from the pool, each from its own initialisation and data order; the "
+                        "headline top-1 is their mean")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"],
                    help="optimiser (SMI's protocol: sgd with --lr 0.1 --momentum 0.9 --weight-decay 1e-4)")
     p.add_argument("--lr", type=float, default=d["lr"], help="peak learning rate")
@@ -100,17 +107,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--augment-shift", type=int, default=d["augment_shift"],
                    help="with --augment: largest roll, in patches, along each axis")
     p.add_argument("--eval-every", type=int, default=d["eval_every"],
-                   help="also evaluate every this many steps (0: only at the end); keeps the best for top1_best")
+                   help="also evaluate every this many steps (0: only at the end), kept as a history")
+    p.add_argument("--val", action="store_true",
+                   help="also evaluate on the validation split (held out of the training set): for choosing "
+                        "recipes without looking at the test set")
     p.add_argument("--limit-test", type=int, default=None,
-                   help="evaluate on only the first this many test images (smoke tests; headlines use all)")
+                   help="evaluate on only the first this many test (and validation) images (smoke tests; headlines "
+                        "use all)")
     p.add_argument("--eval-batch", type=int, default=512, help="batch size of evaluations and teacher passes")
-    p.add_argument("--seed", type=int, default=d["seed"], help="seed of image selection, batches and student init")
+    p.add_argument("--seed", type=int, default=d["seed"],
+                   help="seed of image selection, data order, augmentation and student initialisation")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
     p.add_argument("--amp", choices=("auto", "on", "off"), default="auto",
                    help="bf16 autocast (auto: on for cuda, off for cpu)")
     p.add_argument("--out", required=True, help="metrics JSON to write")
-    p.add_argument("--student-out", default=None, help="also write the final student as a suite checkpoint")
+    p.add_argument("--student-out", default=None, help="also write the (last run's) student as a suite checkpoint")
     p.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bar")
 
 
@@ -145,35 +157,20 @@ def ledger_summary(ledger: dict, max_len: int = 64) -> dict:
     return out
 
 
-# ---------------------------------------------------------------------------------------------
-# batching by mask size
+class EpochOrder:
+    """Batches of consecutive indices of a fresh permutation of 0..M-1 per epoch (the last batch of
+    an epoch may be smaller), drawn from ``gen`` only: pools of one seed with the same M are
+    visited in the same order whatever their images."""
 
-class BucketSampler:
-    """Index batches from buckets of equal mask size; bucket chosen with probability ∝ its size,
-    images within a bucket visited in reshuffled passes. Deterministic given the generator."""
+    def __init__(self, m: int, batch: int, gen: torch.Generator):
+        self.m, self.batch, self.gen = m, batch, gen
+        self.queue = torch.empty(0, dtype=torch.long)
 
-    def __init__(self, ks: torch.Tensor, batch: int, gen: torch.Generator):
-        self.gen = gen
-        self.batch = batch
-        self.keys = sorted(int(k) for k in torch.unique(ks))
-        self.members = {k: torch.nonzero(ks == k).flatten() for k in self.keys}
-        self.weights = torch.tensor([len(self.members[k]) for k in self.keys], dtype=torch.float64)
-        self.queue = {k: torch.empty(0, dtype=torch.long) for k in self.keys}
-
-    def sizes(self) -> dict:
-        return {k: int(len(v)) for k, v in self.members.items()}
-
-    def next(self) -> tuple[int, torch.Tensor]:
-        k = self.keys[int(torch.multinomial(self.weights, 1, generator=self.gen))]
-        m = self.members[k]
-        take = min(self.batch, len(m))
-        q = self.queue[k]
-        if len(q) < take:  # start a new pass; the leftovers go first, and no image twice in one batch
-            perm = m[torch.randperm(len(m), generator=self.gen)]
-            again = torch.isin(perm, q)
-            q = torch.cat([q, perm[~again], perm[again]])
-        self.queue[k] = q[take:]
-        return k, q[:take]
+    def next(self) -> torch.Tensor:
+        if len(self.queue) == 0:
+            self.queue = torch.randperm(self.m, generator=self.gen)
+        b, self.queue = self.queue[:self.batch], self.queue[self.batch:]
+        return b
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float) -> torch.Tensor:
@@ -199,26 +196,33 @@ class Synthetic:
     labels: torch.Tensor  # int64 [M]
     available: int  # images of the pools (after --classes)
     pool_info: list
-
-    @property
-    def ks(self) -> torch.Tensor:
-        return self.masks.sum(1)
+    order: torch.Tensor  # the selected images' positions in the concatenated pools
 
 
 def check_options(args) -> None:
-    for opt, val in (("--steps", args.steps), ("--batch", args.batch), ("--eval-batch", args.eval_batch)):
+    for opt, val in (("--steps", args.steps), ("--batch", args.batch), ("--eval-batch", args.eval_batch),
+                     ("--kd-runs", args.kd_runs)):
         if val < 1:
             raise PriError(opt, f"must be >= 1, got {val}")
     if args.images is not None and args.images < 1:
         raise PriError("--images", f"must be >= 1, got {args.images}")
     for opt, val in (("--lr", args.lr), ("--temperature", args.temperature)):
-        if not val > 0:
-            raise PriError(opt, f"must be > 0, got {val}")
+        if not val > 0 or not np.isfinite(val):
+            raise PriError(opt, f"must be a finite number > 0, got {val}")
     for opt in ("weight_decay", "momentum", "warmup", "grad_clip", "eval_every", "augment_shift"):
-        if getattr(args, opt) < 0:
-            raise PriError("--" + opt.replace("_", "-"), f"must be >= 0, got {getattr(args, opt)}")
+        v = getattr(args, opt)
+        if not v >= 0 or not np.isfinite(v):
+            raise PriError("--" + opt.replace("_", "-"), f"must be a finite number >= 0, got {v}")
+    if args.limit_test is not None and args.limit_test < 1:
+        raise PriError("--limit-test", f"must be >= 1, got {args.limit_test}")
     if args.head_only and not args.student_checkpoint:
         raise PriError("--head-only", "training only a new head needs a pretrained student: give --student-checkpoint")
+    from .io import check_seed, check_writable
+
+    check_seed(args.seed)
+    check_writable(args.out, "--out")
+    if args.student_out:
+        check_writable(args.student_out, "--student-out")
 
 
 def load_pools(paths: list[str]) -> tuple[list[dict], list[dict]]:
@@ -269,8 +273,10 @@ def load_teacher(args, pools: list[dict], device):
     return teacher
 
 
-def select_images(args, pools: list[dict], info: list[dict], num_classes: int, gen: torch.Generator) -> Synthetic:
-    """The first ``--images`` images (of ``--classes``) of the pools in a seed-determined order."""
+def select_images(args, pools: list[dict], info: list[dict], num_classes: int) -> Synthetic:
+    """The first ``--images`` images (of ``--classes``) of the pools in an order drawn from the seed."""
+    from .io import derive_seed
+
     labels_all = torch.cat([p["labels"] for p in pools])
     keep = torch.arange(len(labels_all))
     if args.classes is not None:
@@ -286,13 +292,14 @@ def select_images(args, pools: list[dict], info: list[dict], num_classes: int, g
         what = f" of classes {args.classes}" if args.classes is not None else ""
         raise PriError("--images", f"asked for {n_img} images but the pool(s) hold only {avail}{what}; "
                        "invert more images or lower --images (use the same value for every method)")
+    gen = torch.Generator().manual_seed(derive_seed(args.seed, "images"))
     order = keep[torch.randperm(avail, generator=gen)][:n_img]
     images = torch.cat([p["images"] for p in pools])[order]
     masks = torch.cat([p["masks"] for p in pools])[order]
-    return Synthetic(images, masks, labels_all[order], avail, info)
+    return Synthetic(images, masks, labels_all[order], avail, info, order)
 
 
-def load_test_set(args, teacher):
+def load_real(args, teacher, split: str):
     from .data import DATASETS, load_dataset
 
     name = args.dataset
@@ -304,26 +311,26 @@ def load_test_set(args, teacher):
     if name not in DATASETS:
         raise PriError("--dataset", f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
     img = int(teacher.model.patch_embed.img_size[0])
-    x, y, meta = load_dataset(name, args.data_root, "test", img_size=img)
+    x, y, meta = load_dataset(name, args.data_root, split, img_size=img)
     if int(meta["num_classes"]) != teacher.num_classes:
         raise PriError("--dataset", f"{name} has {meta['num_classes']} classes, the teacher {teacher.num_classes}")
     if args.limit_test is not None:
-        if args.limit_test < 1:
-            raise PriError("--limit-test", "must be >= 1")
         sel = torch.arange(min(args.limit_test, len(y)))
         x = x[sel] if isinstance(x, torch.Tensor) else torch.utils.data.Subset(x, sel.tolist())
         y = y[sel]
     return name, x, y, meta
 
 
-def build_student(args, teacher, device):
-    """The student (random init from the seed, or a checkpoint with a new head) and its provenance."""
+def build_student(args, teacher, device, run: int):
+    """The student (random init from the seed and run, or a checkpoint with a new head) and its provenance."""
+    from .io import derive_seed
     from .models import HUB, build_model, hub_checkpoint, load_model
     from .vit import grid_size, patch_size
 
     tm = teacher.model
     t_img, t_ch = int(tm.patch_embed.img_size[0]), int(tm.patch_embed.proj.in_channels)
-    torch.manual_seed(args.seed)
+    init_seed = derive_seed(args.seed, "student", run)
+    torch.manual_seed(init_seed)
     if args.student_checkpoint:
         hub_id, path = None, args.student_checkpoint
         if path == HUB:
@@ -340,7 +347,8 @@ def build_student(args, teacher, device):
         model = build_model(args.student, num_classes=teacher.num_classes, img_size=t_img, in_chans=t_ch,
                             option="--student")
         mean, std = list(teacher.mean), list(teacher.std)
-        prov = {"model": args.student, "init": "random", "seed": args.seed, "sha256": "random-init"}
+        prov = {"model": args.student, "init": "random", "sha256": "random-init"}
+    prov["init_seed"] = init_seed
     if grid_size(model) != grid_size(tm) or patch_size(model) != patch_size(tm):
         raise PriError("--student", f"{args.student} has a {grid_size(model)} grid of {patch_size(model)}-px patches; "
                        f"the teacher {grid_size(tm)} of {patch_size(tm)}-px: masks must mean the same patches")
@@ -356,61 +364,93 @@ def build_student(args, teacher, device):
 
 
 @torch.no_grad()
-def teacher_logits(teacher, syn: Synthetic, device, amp: bool, batch: int) -> torch.Tensor:
-    """The teacher's logits on every synthetic image, masked patches only."""
-    from .vit import mask_to_index, sparse_forward
+def teacher_logits(teacher, images: torch.Tensor, masks: torch.Tensor, device, amp: bool, batch: int) -> torch.Tensor:
+    """The teacher's logits on synthetic images, masked patches only (padded batches)."""
+    from .vit import padded_index, sparse_forward
 
-    ks = syn.ks
-    out = torch.empty(len(syn.labels), teacher.num_classes, dtype=torch.float32)
-    for k in sorted(int(v) for v in torch.unique(ks)):
-        ids = torch.nonzero(ks == k).flatten()
-        for i in range(0, len(ids), batch):
-            b = ids[i:i + batch]
-            x = normalise(syn.images[b].to(device), teacher.mean, teacher.std)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                out[b] = sparse_forward(teacher.model, x, mask_to_index(syn.masks[b].to(device))).float().cpu()
+    out = torch.empty(len(images), teacher.num_classes, dtype=torch.float32)
+    order = torch.argsort(masks.sum(1), stable=True)  # similar sizes together: little padding
+    for i in range(0, len(order), batch):
+        b = order[i:i + batch]
+        idx, valid = padded_index(masks[b].to(device))
+        x = normalise(images[b].to(device), teacher.mean, teacher.std)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            out[b] = sparse_forward(teacher.model, x, idx, valid=valid).float().cpu()
     return out
 
 
-@torch.no_grad()
-def confidence(teacher, t_logits: torch.Tensor, labels: torch.Tensor, test_x, test_y, device, amp, batch) -> dict:
-    """Claim 7: the teacher's max-softmax confidence on the synthetic images (masked) and on the
-    real test set (dense), and the distances between the two distributions."""
+class TeacherTargets:
+    """The teacher's logits for an image under an augmentation: all of them computed once when that
+    is cheaper than a teacher forward per step, else on the fly (the same numbers either way, up to
+    floating-point order)."""
+
+    def __init__(self, teacher, syn: Synthetic, aug, steps: int, batch: int, device, amp: bool, eval_batch: int):
+        self.teacher, self.syn, self.aug, self.device, self.amp = teacher, syn, aug, device, amp
+        m, a, k = len(syn.labels), (len(aug) if aug is not None else 1), teacher.num_classes
+        self.table = None
+        if aug is None:
+            self.table = teacher_logits(teacher, syn.images, syn.masks, device, amp, eval_batch).unsqueeze(1)
+        elif m * a <= steps * batch and m * a * k <= PRECOMPUTE_MAX_FLOATS:
+            self.table = torch.empty(m, a, k)
+            for c in range(a):
+                combo = torch.full((m,), c, dtype=torch.long)
+                self.table[:, c] = teacher_logits(teacher, aug.apply_each(syn.images, combo),
+                                                  aug.move_masks(syn.masks, combo), device, amp, eval_batch)
+        self.precomputed = self.table is not None
+
+    def __call__(self, b: torch.Tensor, combo: torch.Tensor | None, x: torch.Tensor, idx, valid) -> torch.Tensor:
+        from .vit import sparse_forward
+
+        if self.table is not None:
+            return self.table[b, combo if combo is not None else 0].to(self.device)
+        with torch.no_grad(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            return sparse_forward(self.teacher.model, normalise(x, self.teacher.mean, self.teacher.std), idx,
+                                  valid=valid).float()
+
+
+def confidence(teacher, syn_logits: torch.Tensor, labels: torch.Tensor, real: np.ndarray | None) -> dict:
+    """Claim 7: the teacher's max-softmax confidence on every synthetic image (masked) and its
+    distances to the teacher's confidence on the real test set (recorded by pri teacher)."""
     from scipy.stats import ks_2samp, wasserstein_distance
 
+    syn = syn_logits.softmax(-1).max(-1).values.numpy().astype(np.float64)
+    out = {"what": "teacher max-softmax probability (T = 1): synthetic images fed masked, real test images dense",
+           "synthetic": summarize(syn), "synthetic_values": [round(float(v), 6) for v in syn],
+           "synthetic_teacher_agreement": float((syn_logits.argmax(-1) == labels).float().mean())}
+    if real is not None and len(real):
+        out.update(real_test=summarize(real), wasserstein1=float(wasserstein_distance(syn, real)),
+                   ks=float(ks_2samp(syn, real).statistic))
+    return out
+
+
+def real_confidence(teacher, test_x, test_y, device, amp, batch) -> np.ndarray:
+    """The teacher's max-softmax confidence on the real test set: recorded in a suite checkpoint by
+    pri teacher; computed here for other checkpoints."""
+    rec = teacher.test_confidence
+    if rec is not None and len(rec) == len(test_y):
+        return rec.numpy().astype(np.float64)
     from .data import batches, prepare
 
     img = int(teacher.model.patch_embed.img_size[0])
-    real, correct = [], 0
-    for x, y in batches(test_x, test_y, batch):
-        x = prepare(x.to(device), img, teacher.mean, teacher.std)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            lg = teacher.model(x).float().cpu()
-        real.append(lg.softmax(-1).max(-1).values)
-        correct += int((lg.argmax(-1) == y).sum())
-    real = torch.cat(real).numpy().astype(np.float64)
-    syn = t_logits.softmax(-1).max(-1).values.numpy().astype(np.float64)
-    return {
-        "what": "teacher max-softmax probability (T = 1): synthetic images fed masked, real test images dense",
-        "synthetic": summarize(syn), "real_test": summarize(real),
-        "wasserstein1": float(wasserstein_distance(syn, real)), "ks": float(ks_2samp(syn, real).statistic),
-        "synthetic_teacher_agreement": float((t_logits.argmax(-1) == labels).float().mean()),
-        "teacher_test_top1": correct / max(1, len(test_y)),
-    }
+    out = []
+    with torch.no_grad():
+        for x, _ in batches(test_x, test_y, batch):
+            x = prepare(x.to(device), img, teacher.mean, teacher.std)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                out.append(teacher.model(x).float().softmax(-1).max(-1).values.cpu())
+    return torch.cat(out).numpy().astype(np.float64)
 
 
-def train(args, model, norm, teacher, syn: Synthetic, t_logits: torch.Tensor, gen: torch.Generator, device,
-          amp: bool, evaluate_fn, progress: bool) -> dict:
-    """``--steps`` KD steps on batches of one mask size; returns the loss, evaluations and timing."""
-    from .engine import Augment
+def train(args, run: int, model, norm, targets: TeacherTargets, syn: Synthetic, aug, device, amp: bool,
+          evaluate_fn, progress: bool) -> dict:
+    """``--steps`` KD steps; batches in the seed's order, padded to their largest mask."""
+    from .io import derive_seed
     from .train import lr_at, make_optimizer, set_lr, sync
-    from .vit import mask_to_index, patch_size, sparse_forward
+    from .vit import padded_index, sparse_forward
 
-    tm = teacher.model
     opt = make_optimizer(model, args.optimizer, args.lr, args.weight_decay, args.momentum)
-    sampler = BucketSampler(syn.ks, args.batch, gen)
-    H, W = syn.images.shape[-2:]
-    aug = Augment(H, W, patch_size(tm), 0.0, True, "cpu", shift=args.augment_shift) if args.augment else None
+    order = EpochOrder(len(syn.labels), args.batch, torch.Generator().manual_seed(derive_seed(args.seed, "order", run)))
+    g_aug = torch.Generator().manual_seed(derive_seed(args.seed, "augment", run))
     T, warmup = float(args.temperature), min(args.warmup, args.steps)
 
     def set_train_mode():
@@ -420,26 +460,23 @@ def train(args, model, norm, teacher, syn: Synthetic, t_logits: torch.Tensor, ge
         else:
             model.train()
 
-    history, best, loss_ema = [], {"top1": -1.0, "step": None}, None
+    history, loss_ema, tokens = [], None, 0
     set_train_mode()
     t0 = time.perf_counter()
-    bar = progress_bar(args.steps, progress, f"distill {args.student}")
+    bar = progress_bar(args.steps, progress, f"distill {args.student} (run {run + 1}/{args.kd_runs})")
     for step in range(args.steps):
-        k, b = sampler.next()
-        xb, mb = syn.images[b], syn.masks[b]
+        b = order.next()
+        xb, mb, combo = syn.images[b], syn.masks[b], None
         if aug is not None:
-            combo = aug.draw(len(b), gen)
+            combo = aug.draw(len(b), g_aug)
             xb, mb = aug.apply_each(xb, combo), aug.move_masks(mb, combo)
         xb, mb = xb.to(device), mb.to(device)
-        idx = mask_to_index(mb)
-        if aug is not None:
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                tl = sparse_forward(tm, normalise(xb, teacher.mean, teacher.std), idx).float()
-        else:
-            tl = t_logits[b].to(device)
+        idx, valid = padded_index(mb)
+        tokens += int(idx.numel())
+        tl = targets(b, combo, xb, idx, valid)
         set_lr(opt, lr_at(step, args.steps, warmup, args.lr, args.schedule))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            sl = sparse_forward(model, normalise(xb, *norm), idx)
+            sl = sparse_forward(model, normalise(xb, *norm), idx, valid=valid)
         loss = kd_loss(sl, tl, T)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -452,21 +489,20 @@ def train(args, model, norm, teacher, syn: Synthetic, t_logits: torch.Tensor, ge
             bar.set_postfix(loss=f"{loss_ema:.4f}")
         bar.update(1)
         if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
-            ev = evaluate_fn()
-            history.append({"step": step + 1, "top1": ev["top1"]})
-            if ev["top1"] > best["top1"]:
-                best = {"top1": ev["top1"], "step": step + 1}
+            history.append({"step": step + 1, **evaluate_fn()})
             set_train_mode()
     bar.close()
     sync(device)
-    return {"history": history, "best": best, "loss_ema": loss_ema, "seconds": time.perf_counter() - t0,
-            "mask_sizes": sampler.sizes()}
+    return {"history": history, "loss_ema": loss_ema, "seconds": time.perf_counter() - t0,
+            "patch_tokens_per_step": tokens / args.steps}
 
 
 def run(args) -> int:
+    from .engine import Augment
     from .io import atomic_write_json, device_name, setup_runtime, versions
     from .models import save_checkpoint
     from .train import evaluate
+    from .vit import patch_size
 
     t_start = time.perf_counter()
     check_options(args)
@@ -475,59 +511,89 @@ def run(args) -> int:
 
     pools, pool_info = load_pools(args.pool)
     teacher = load_teacher(args, pools, device)
-    gen = torch.Generator().manual_seed(args.seed)
-    syn = select_images(args, pools, pool_info, teacher.num_classes, gen)
+    syn = select_images(args, pools, pool_info, teacher.num_classes)
     del pools
-    ds_name, test_x, test_y, test_meta = load_test_set(args, teacher)
-    student, s_mean, s_std, student_prov = build_student(args, teacher, device)
+    ds_name, test_x, test_y, test_meta = load_real(args, teacher, "test")
+    val = load_real(args, teacher, "val") if args.val else None
     t_img = int(teacher.model.patch_embed.img_size[0])
+    H, W = syn.images.shape[-2:]
+    aug = Augment(H, W, patch_size(teacher.model), 0.0, True, "cpu", shift=args.augment_shift) if args.augment else None
 
-    t_logits = teacher_logits(teacher, syn, device, amp, args.eval_batch)
-    conf = confidence(teacher, t_logits, syn.labels, test_x, test_y, device, amp, args.eval_batch)
+    t_teacher = time.perf_counter()
+    targets = TeacherTargets(teacher, syn, aug, args.steps, args.batch, device, amp, args.eval_batch)
+    plain = targets.table[:, 0] if targets.precomputed and aug is None else \
+        teacher_logits(teacher, syn.images, syn.masks, device, amp, args.eval_batch)
+    conf = confidence(teacher, plain, syn.labels, real_confidence(teacher, test_x, test_y, device, amp,
+                                                                 args.eval_batch))
+    teacher_seconds = time.perf_counter() - t_teacher
 
-    def evaluate_student() -> dict:
-        return evaluate(student, test_x, test_y, teacher.num_classes, t_img, s_mean, s_std, device,
-                        batch=args.eval_batch, amp=amp)
+    runs = []
+    for r in range(args.kd_runs):
+        student, s_mean, s_std, student_prov = build_student(args, teacher, device, r)
 
-    tr = train(args, student, (s_mean, s_std), teacher, syn, t_logits, gen, device, amp, evaluate_student, progress)
-    final = evaluate_student()
-    history, best = tr["history"] + [{"step": args.steps, "top1": final["top1"]}], tr["best"]
-    if final["top1"] > best["top1"]:
-        best = {"top1": final["top1"], "step": args.steps}
+        def evaluate_student(with_test=True) -> dict:
+            out = {}
+            if with_test:
+                out["top1"] = evaluate(student, test_x, test_y, teacher.num_classes, t_img, s_mean, s_std, device,
+                                       batch=args.eval_batch, amp=amp)["top1"]
+            if val is not None:
+                out["val_top1"] = evaluate(student, val[1], val[2], teacher.num_classes, t_img, s_mean, s_std, device,
+                                           batch=args.eval_batch, amp=amp)["top1"]
+            return out
 
-    print(f"pri distill: {args.student} from {len(syn.labels)} synthetic images, {args.steps} steps: top-1 "
-          f"{100 * final['top1']:.2f}% final, {100 * best['top1']:.2f}% best (teacher "
-          f"{100 * conf['teacher_test_top1']:.2f}%); confidence W1 {conf['wasserstein1']:.4f}", file=sys.stderr)
+        tr = train(args, r, student, (s_mean, s_std), targets, syn, aug, device, amp, evaluate_student, progress)
+        final = evaluate(student, test_x, test_y, teacher.num_classes, t_img, s_mean, s_std, device,
+                         batch=args.eval_batch, amp=amp)
+        if val is not None:
+            final["val_top1"] = evaluate_student(with_test=False)["val_top1"]
+        runs.append({"run": r, "top1": final["top1"], "top5": final["top5"], "per_class": final["per_class"],
+                     **({"val_top1": final["val_top1"]} if val is not None else {}),
+                     "history": tr["history"] + [{"step": args.steps, "top1": final["top1"],
+                                                  **({"val_top1": final["val_top1"]} if val is not None else {})}],
+                     "final_loss_ema": tr["loss_ema"], "train_seconds": tr["seconds"],
+                     "patch_tokens_per_step": tr["patch_tokens_per_step"], "student": student_prov})
 
-    hyper = {k: getattr(args, k) for k in ("steps", "batch", "optimizer", "lr", "momentum", "weight_decay", "schedule",
-                                           "warmup", "temperature", "grad_clip", "augment", "augment_shift",
-                                           "eval_every", "head_only", "seed", "images", "classes", "limit_test")}
+    top1 = float(np.mean([r["top1"] for r in runs]))
+    per_class = [None if any(r["per_class"][c] is None for r in runs) else
+                 float(np.mean([r["per_class"][c] for r in runs])) for c in range(teacher.num_classes)]
+    each = ", ".join(f"{100 * r['top1']:.2f}" for r in runs)
+    print(f"pri distill: {args.student} from {len(syn.labels)} synthetic images, {args.steps} steps x "
+          f"{args.kd_runs} run(s): test top-1 {100 * top1:.2f}% (runs: {each}); confidence W1 "
+          f"{conf.get('wasserstein1', float('nan')):.4f}", file=sys.stderr)
+
+    hyper = {k: getattr(args, k) for k in ("steps", "batch", "kd_runs", "optimizer", "lr", "momentum", "weight_decay",
+                                           "schedule", "warmup", "temperature", "grad_clip", "augment",
+                                           "augment_shift", "eval_every", "head_only", "seed", "classes",
+                                           "limit_test")}
     hyper.update(images=len(syn.labels), amp_bf16=amp, loss="KL(softmax(t/T) || softmax(s/T)) * T^2, batchmean",
-                 weight_decay_on="weight matrices only", feed="masked patches only (sparse_forward), CLS prepended",
-                 image_order="first --images of a seed-determined permutation of the (class-filtered) pool(s)",
-                 pixel_mean=list(teacher.mean), pixel_std=list(teacher.std), student_mean=s_mean, student_std=s_std)
+                 weight_decay_on="weight matrices only", feed="masked patches only (sparse_forward), CLS prepended, "
+                 "batches padded to their largest mask with the padding masked out of attention",
+                 image_order="first --images of a permutation drawn from the seed (the same for every method)",
+                 data_order="a permutation per epoch drawn from the seed and run (the same for every method)",
+                 teacher_targets="precomputed for every (image, augmentation)" if targets.precomputed else "per step",
+                 pixel_mean=list(teacher.mean), pixel_std=list(teacher.std))
     ledger0 = pool_info[0]["ledger"]
     metrics = {
-        "top1": final["top1"], "top1_final": final["top1"], "top5": final["top5"], "top1_best": best["top1"],
-        "best_step": best["step"],
-        "headline": "top1 (after the last step; top1_best selects on the test set and is kept for SMI's protocol)",
-        "per_class": final["per_class"], "history": history, "steps": args.steps, "images": len(syn.labels),
-        "images_available": syn.available, "classes": sorted(set(args.classes)) if args.classes is not None else None,
+        "top1": top1, "top1_runs": [r["top1"] for r in runs], "top5": float(np.mean([r["top5"] for r in runs])),
+        "headline": "top1: test top-1 after the last step, mean over the KD runs",
+        **({"val_top1": float(np.mean([r["val_top1"] for r in runs]))} if val is not None else {}),
+        "per_class": per_class, "runs": runs, "steps": args.steps, "kd_runs": args.kd_runs,
+        "images": len(syn.labels), "images_available": syn.available,
+        "classes": sorted(set(args.classes)) if args.classes is not None else None,
         "label_counts": torch.bincount(syn.labels, minlength=teacher.num_classes).tolist(),
-        "mask_sizes": {str(k): v for k, v in tr["mask_sizes"].items()},
+        "mask_sizes": {str(int(k)): int(v) for k, v in zip(*torch.unique(syn.masks.sum(1), return_counts=True))},
         "pools": pool_info, "method": ledger0.get("method"), "tag": ledger0.get("tag"), "pool_params": ledger0,
-        "teacher": {"path": os.path.abspath(args.teacher), "provenance": teacher.provenance,
-                    "test_top1": conf["teacher_test_top1"]},
-        "student": {"name": args.student, "provenance": student_prov},
+        "teacher": {"path": os.path.abspath(args.teacher), "provenance": teacher.provenance},
+        "student": {"name": args.student, "provenance": runs[-1]["student"]},
         "test": {"dataset": ds_name, "source": test_meta["source"], "sha256": test_meta["sha256"],
                  "num_images": int(len(test_y))},
-        "confidence": conf, "hyperparameters": hyper,
-        "train_seconds": tr["seconds"], "wall_seconds": time.perf_counter() - t_start,
-        "final_loss_ema": tr["loss_ema"], "versions": versions(), "seed": args.seed, "device": device_name(device),
+        "confidence": conf, "hyperparameters": hyper, "teacher_seconds": teacher_seconds,
+        "train_seconds": sum(r["train_seconds"] for r in runs), "wall_seconds": time.perf_counter() - t_start,
+        "versions": versions(), "seed": args.seed, "device": device_name(device),
     }
     if args.student_out:
-        sprov = {"distilled": {k: metrics[k] for k in ("top1", "top1_best", "steps", "images", "method")},
-                 "pools": pool_info, "hyperparameters": hyper, "student": student_prov}
+        sprov = {"distilled": {k: metrics[k] for k in ("top1", "steps", "images", "method")},
+                 "pools": pool_info, "hyperparameters": hyper, "student": runs[-1]["student"]}
         metrics["student"]["checkpoint_sha256"] = save_checkpoint(args.student_out, student.cpu(), args.student,
                                                                   s_mean, s_std, sprov)
     atomic_write_json(args.out, metrics)

@@ -68,6 +68,10 @@ def schedules_from_args(args, n: int) -> dict:
     out = {}
     for spec, options in specs_from_args(args, many=True):
         if spec is None:
+            bad = [v for v in args.vs if not 1 <= v <= min(n, args.iterations)]
+            if bad:
+                raise PriError("--vs", f"division factors must lie in [1, {min(n, args.iterations)}] (the model has {n} "
+                               f"patches, T = {args.iterations}); got {bad}")
             out.update(standard_schedules(n, args.iterations, vs=tuple(args.vs)))
         else:
             out[spec.tag] = spec.build(n, args.iterations, options)
@@ -171,6 +175,7 @@ def efficiency_table(model_name: str, schedules: dict, iterations: int = 4000, b
         for tag, t in res.items():
             r = rows[tag]
             r.update(time_mode=t["mode"], time_seconds_per_image=t["seconds_per_image"],
+                     time_seconds_per_image_samples=t["seconds_per_image_samples"],
                      time_loop_seconds=t["loop_seconds"], time_images_out=t["images_out"],
                      time_peak_memory_mb=t["peak_memory_mb"], time_peak_memory_kind=t["peak_memory_kind"],
                      time_device=t["device"], time_dtype=t["dtype"], time_cuda_graphs=t["cuda_graphs"],
@@ -200,8 +205,12 @@ def _params(s: Schedule) -> dict:
 
 
 def run(args) -> int:
+    from .io import check_seed, check_writable
+
     set_threads(args.threads)
     what = resolve_what(args.what)
+    check_seed(args.seed)
+    check_writable(args.out, "--out")
     from .models import load_model
     from .vit import num_patches
 

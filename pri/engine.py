@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import PriError
-from .io import progress, resolve_device
+from .io import derive_seed, progress, resolve_device
 from .models import Teacher
 from .schedules import Schedule
 from .vit import grid_size, num_patches, patch_size, sparse_forward
@@ -45,6 +45,23 @@ class InversionConfig:
     graphs: str = "auto"  # auto (CUDA graphs on GPU) | off
     graph_warmup: int = 2  # eager steps per stage before capture
     progress: bool = True
+    label_seed: int | None = None  # seed of the class order (default: seed); the same for every method
+    part: int = 0  # this job's index among the `parts` jobs of one seed (labels continue across them)
+    parts: int = 1
+    classes: tuple | None = None  # restrict the labels to these classes (one-class inversion)
+
+
+def assign_labels(trajectories: int, num_classes: int, label_seed: int, part: int = 0, parts: int = 1,
+                  classes=None) -> torch.Tensor:
+    """One target class per trajectory, balanced over the ``parts * trajectories`` trajectories of
+    all the jobs of a seed: the classes, in an order drawn from ``label_seed``, take contiguous runs
+    of trajectories whose lengths differ by at most one. Image j of any method gets the class of
+    run ``floor(j * C / M)`` of its seed's M images whenever M is a multiple of C * v for every
+    method's v, so the methods of a seed see the same labels per output image."""
+    cls = torch.arange(num_classes) if classes is None else torch.as_tensor(list(classes), dtype=torch.long)
+    perm = cls[torch.randperm(len(cls), generator=torch.Generator().manual_seed(derive_seed(label_seed, "labels")))]
+    g = part * trajectories + torch.arange(trajectories)
+    return perm[(g * len(cls)) // max(1, parts * trajectories)]
 
 
 class Augment:
@@ -223,13 +240,13 @@ class Inverter:
         self.lo, self.hi = (0 - self.mean) / self.std, (1 - self.mean) / self.std
         self.aug = Augment(self.h, self.w, self.p, cfg.jitter, cfg.flip, self.device)
         self.trajectories = schedule.trajectories(cfg.batch)
-        self.g_init = torch.Generator().manual_seed(cfg.seed)
-        self.g_aug = torch.Generator().manual_seed(cfg.seed + 1)
-        self.g_score = torch.Generator().manual_seed(cfg.seed + 2)
-        k = teacher.num_classes
+        # independent streams per role, derived from the seed (seeds s and s + 1 share none)
+        self.g_init = torch.Generator().manual_seed(derive_seed(cfg.seed, "init"))
+        self.g_aug = torch.Generator().manual_seed(derive_seed(cfg.seed, "augment"))
+        self.g_score = torch.Generator().manual_seed(derive_seed(cfg.seed, "score"))
         b = self.trajectories
-        offset = int(torch.randint(k, (1,), generator=self.g_init))
-        self.labels = ((torch.arange(b) + offset) % k)[torch.randperm(b, generator=self.g_init)].to(self.device)
+        self.labels = assign_labels(b, teacher.num_classes, cfg.seed if cfg.label_seed is None else cfg.label_seed,
+                                    cfg.part, cfg.parts, cfg.classes).to(self.device)
         x0 = torch.randn(b, self.c, self.h, self.w, generator=self.g_init)
         self.x = x0.to(self.device).requires_grad_(True)
         with torch.no_grad():

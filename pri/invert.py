@@ -2,33 +2,45 @@
 
 The pool is one file, loadable with torch.load(path, weights_only=True): a dict with images
 (uint8 [M,C,H,W], pixels outside the mask exactly 0), masks (bool [M,N]), labels, trajectory,
-stage (int64 [M]) and a ledger (schedule, active tokens per iteration, wall-clock of the
-inversion loop, peak memory, device, versions, seed, teacher provenance).
+stage (int64 [M]), updates (int32 [M,N]: optimisation steps each kept patch received) and a
+ledger (schedule, active tokens per iteration, wall-clock of the inversion loop, peak memory,
+device, versions, seed, teacher provenance). Every option is checked before any work.
 """
 from __future__ import annotations
 
 import argparse
+import math
+import os
+
+import torch
 
 from .engine import InversionConfig, invert
 from .errors import PriError
-from .io import atomic_torch_save, set_threads
+from .io import atomic_torch_save, check_seed, check_writable, derive_seed, set_threads
 from .models import load_model
 from .schedules import add_schedule_arguments, specs_from_args
 
+DEFAULTS = dict(lr=0.25, tv_weight=1e-4, jitter=0.125, seed=0, score_layer=-1)
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    d = DEFAULTS
     p.add_argument("--model", required=True, help="timm ViT name (e.g. deit_tiny_patch16_224) or a small ViT of the suite (vit_pico_patch4_28, ...)")
-    p.add_argument("--checkpoint", help="teacher weights (.pth/.pt loaded with weights_only=True, or .safetensors); without it the teacher keeps random weights and the ledger says random-init")
+    p.add_argument("--checkpoint", help="teacher weights (.pth/.pt loaded with weights_only=True, or .safetensors); without it the teacher keeps random weights drawn from --seed and the ledger says random-init")
     p.add_argument("--num-classes", type=int, help="classes of the teacher's head (default: the checkpoint's or the model's)")
-    p.add_argument("--img-size", type=int, help="input side in pixels (default: the checkpoint's or the model's)")
+    p.add_argument("--img-size", type=int, help="input side in pixels, a multiple of the patch size (default: the checkpoint's or the model's)")
     add_schedule_arguments(p)
-    p.add_argument("--score-layer", type=int, default=-1, help="block whose CLS attention row scores the patches")
+    p.add_argument("--score-layer", type=int, default=d["score_layer"], help="block whose CLS attention row scores the patches (negative: from the end)")
     p.add_argument("--iterations", type=int, required=True, help="inversion iterations T")
     p.add_argument("--batch", type=int, required=True, help="output images; for PRI the trajectories are batch // v")
-    p.add_argument("--seed", type=int, default=0, help="seed of init, labels, augmentation and random scores")
-    p.add_argument("--lr", type=float, default=0.25, help="Adam learning rate on the pixels")
-    p.add_argument("--tv-weight", type=float, default=1e-4, help="weight of the total-variation prior")
-    p.add_argument("--jitter", type=float, default=0.125, help="max random roll as a fraction of the image side (rounded to whole patches)")
+    p.add_argument("--seed", type=int, default=d["seed"], help="seed of init, augmentation and random scores (and of random teacher weights)")
+    p.add_argument("--label-seed", type=int, default=None, help="seed of the class order (default: --seed); give every method of a seed the same one")
+    p.add_argument("--part", type=int, default=0, help="this job's index among the --parts jobs of one seed: class runs continue across them")
+    p.add_argument("--parts", type=int, default=1, help="inversion jobs of one seed whose labels are balanced together")
+    p.add_argument("--classes", type=int, nargs="+", metavar="C", help="invert only these classes (e.g. one class for one-class distillation)")
+    p.add_argument("--lr", type=float, default=d["lr"], help="Adam learning rate on the pixels")
+    p.add_argument("--tv-weight", type=float, default=d["tv_weight"], help="weight of the total-variation prior")
+    p.add_argument("--jitter", type=float, default=d["jitter"], help="max random roll as a fraction of the image side, in [0, 0.5) (rounded to whole patches)")
     p.add_argument("--no-flip", action="store_true", help="disable the random horizontal flip")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="fp32, or bf16 autocast")
@@ -39,22 +51,69 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="pool file to write (written to a temporary name, renamed when complete)")
 
 
-def run(args) -> int:
-    set_threads(args.threads)
-    (spec, options), = specs_from_args(args)
+def check_options(args) -> None:
+    """Everything that can be checked without the model, before any work."""
+    for opt in ("seed", "label_seed"):
+        if getattr(args, opt) is not None:
+            check_seed(getattr(args, opt), "--" + opt.replace("_", "-"))
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        raise PriError("--lr", f"must be a finite number > 0, got {args.lr}")
+    if not (math.isfinite(args.tv_weight) and args.tv_weight >= 0):
+        raise PriError("--tv-weight", f"must be a finite number >= 0, got {args.tv_weight}")
+    if not (math.isfinite(args.jitter) and 0 <= args.jitter < 0.5):
+        raise PriError("--jitter", f"must lie in [0, 0.5) (a fraction of the image side), got {args.jitter}")
+    if args.iterations < 1:
+        raise PriError("--iterations", f"must be >= 1, got {args.iterations}")
+    if args.batch < 1:
+        raise PriError("--batch", f"must be >= 1, got {args.batch}")
+    if args.num_classes is not None and args.num_classes < 2:
+        raise PriError("--num-classes", f"must be >= 2, got {args.num_classes}")
+    if args.parts < 1 or not 0 <= args.part < args.parts:
+        raise PriError("--part", f"must lie in [0, --parts) = [0, {args.parts}), got {args.part}")
+    check_writable(args.out, "--out")
+    if args.checkpoint and os.path.abspath(args.checkpoint) == os.path.abspath(args.out):
+        raise PriError("--out", f"{args.out} is the teacher checkpoint itself: write the pool elsewhere")
+
+
+def load_teacher(args):
+    """The teacher as given, or random weights drawn from the seed (so a run is reproducible)."""
+    init_seed = None
+    if not args.checkpoint:
+        init_seed = derive_seed(args.seed, "teacher")
+        torch.manual_seed(init_seed)
     teacher = load_model(args.model, args.checkpoint, num_classes=args.num_classes, img_size=args.img_size)
+    if init_seed is not None:
+        teacher.provenance["init_seed"] = init_seed
     from .vit import num_patches
 
-    schedule = spec.build(num_patches(teacher.model), args.iterations, options)
+    n, depth = num_patches(teacher.model), len(teacher.model.blocks)
+    if not -depth <= args.score_layer < depth:
+        raise PriError("--score-layer", f"{args.model} has {depth} blocks: give a block in [{-depth}, {depth - 1}], "
+                       f"got {args.score_layer}")
+    if args.classes is not None:
+        bad = [c for c in args.classes if not 0 <= c < teacher.num_classes]
+        if bad or len(set(args.classes)) != len(args.classes):
+            raise PriError("--classes", f"give distinct classes of the teacher's 0..{teacher.num_classes - 1}, got "
+                           f"{args.classes}")
+    return teacher, n
+
+
+def run(args) -> int:
+    set_threads(args.threads)
+    check_options(args)
+    (spec, options), = specs_from_args(args)
+    teacher, n = load_teacher(args)
+    schedule = spec.build(n, args.iterations, options)
     cfg = InversionConfig(iterations=args.iterations, batch=args.batch, seed=args.seed, lr=args.lr,
                           tv_weight=args.tv_weight, jitter=args.jitter, flip=not args.no_flip,
                           score_layer=args.score_layer, device=args.device, dtype=args.dtype,
                           tf32=not args.no_tf32, graphs="off" if args.no_graphs else "auto",
-                          progress=not args.no_progress)
+                          progress=not args.no_progress, label_seed=args.label_seed, part=args.part,
+                          parts=args.parts, classes=tuple(args.classes) if args.classes else None)
     pool = invert(teacher, schedule, cfg)
     pool["ledger"]["tag"] = spec.tag
     atomic_torch_save(pool, args.out)
     led = pool["ledger"]
-    print(f"{led['method']}: {led['images_out']} images, {led['wall_seconds']:.2f} s loop "
+    print(f"{spec.tag}: {led['images_out']} images, {led['wall_seconds']:.2f} s loop "
           f"({led['seconds_per_image'] * 1e3:.1f} ms/image) on {led['device']} -> {args.out}")
     return 0

@@ -13,6 +13,23 @@ import torch
 from .errors import PriError
 
 
+SEED_MAX = 2**63 - 1
+
+
+def derive_seed(*parts) -> int:
+    """A 63-bit seed derived from ``parts`` (ints and strings) by hashing: distinct parts give
+    unrelated streams (unlike seed + 1), the same parts always the same seed."""
+    import hashlib
+
+    h = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(h[:8], "big") & SEED_MAX
+
+
+def check_seed(seed: int, option: str = "--seed") -> None:
+    if not 0 <= int(seed) <= SEED_MAX:
+        raise PriError(option, f"must be an integer in [0, 2^63 - 1], got {seed}")
+
+
 def resolve_device(device: str) -> torch.device:
     """auto | cpu | cuda[:N] -> a torch.device; a clear error when CUDA is asked for but absent."""
     if device == "auto":

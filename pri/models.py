@@ -52,7 +52,7 @@ def native_img_size(name: str) -> int:
 
 
 def build_model(name: str, num_classes: int | None = None, img_size: int | None = None,
-                in_chans: int | None = None, option: str = "--model") -> nn.Module:
+                in_chans: int | None = None, option: str = "--model", img_option: str = "--img-size") -> nn.Module:
     """A randomly initialised timm VisionTransformer (no download); errors name ``option``."""
     import timm
     from timm.models.vision_transformer import VisionTransformer
@@ -83,6 +83,10 @@ def build_model(name: str, num_classes: int | None = None, img_size: int | None 
         check_model(model)
     except ValueError as e:
         raise PriError(option, f"{name!r} cannot be inverted: {e}") from e
+    pe = model.patch_embed
+    p = pe.patch_size[0] if isinstance(pe.patch_size, (tuple, list)) else pe.patch_size
+    if img_size is not None and (int(img_size) < int(p) or int(img_size) % int(p)):
+        raise PriError(img_option, f"{name} cuts {p}x{p}-px patches: give a multiple of {p} (got {img_size})")
     return model
 
 
@@ -130,6 +134,7 @@ class Teacher:
     mean: tuple
     std: tuple
     provenance: dict = field(default_factory=dict)
+    test_confidence: torch.Tensor | None = None  # max-softmax on the real test set, recorded by pri teacher
 
     @property
     def num_classes(self) -> int:
@@ -169,6 +174,10 @@ def load_model(name: str, checkpoint: str | None = None, num_classes: int | None
             raise PriError(option, f"{checkpoint} does not fit {name} as built "
                            f"(num_classes={prov['num_classes']}, img_size={prov['img_size']}): "
                            f"{'; '.join(first)[:300]}; pass the matching --num-classes/--img-size") from e
+        bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            raise PriError(option, f"{checkpoint} holds NaN or infinite weights ({', '.join(bad[:3])}): a diverged or "
+                           "damaged checkpoint cannot be inverted")
         prov.update(checkpoint=os.path.basename(checkpoint), sha256=sha256_file(checkpoint))
         if meta.get("provenance"):
             prov["trained"] = meta["provenance"]
@@ -184,12 +193,16 @@ def load_model(name: str, checkpoint: str | None = None, num_classes: int | None
     model.eval()
     if frozen:
         model.requires_grad_(False)
-    return Teacher(model=model, name=name, mean=mean, std=std, provenance=prov)
+    conf = meta.get("test_confidence")
+    return Teacher(model=model, name=name, mean=mean, std=std, provenance=prov,
+                   test_confidence=conf if isinstance(conf, torch.Tensor) else None)
 
 
-def save_checkpoint(path: str, model: nn.Module, name: str, mean, std, provenance: dict) -> str:
+def save_checkpoint(path: str, model: nn.Module, name: str, mean, std, provenance: dict,
+                    test_confidence: torch.Tensor | None = None) -> str:
     """Write a suite checkpoint atomically; returns its sha256."""
     obj = {
+        "test_confidence": test_confidence,
         "format": SUITE_FORMAT,
         "arch": name,
         "model_kwargs": {"num_classes": int(model.num_classes), "img_size": int(model.patch_embed.img_size[0]),

@@ -1,16 +1,24 @@
 """The jobs a workflow config asks for, and what can run: the library behind workflow/rules.
 
-``Plan(config)`` checks every input cheaply (files exist, model names resolve; no dataset is
-loaded), decides which teachers run which tasks, and answers the rules' questions: the pools of
-a distillation, the arguments of an inversion, the targets of the run. Nothing here imports
-Snakemake; tests build plans from plain dicts.
+``Plan(config)`` checks every input cheaply (files exist, model names resolve, every tag fits its
+teacher; no dataset is loaded), decides which teachers run which tasks, and answers the rules'
+questions: the pools of a distillation, the arguments of each command, the targets of the run.
+Nothing here imports Snakemake; tests build plans from plain dicts.
+
+Sweeps. Every teacher inverts the ``main`` sweep (inversion.methods x seeds x batches). Teachers
+that distil may add controls: ``iso<B>`` (each method inverts as many images as B DMI images cost,
+by the cost model) and ``class<C>`` (one-class inversion of class C). A seed pairs the methods: every
+tag of a sweep and seed inverts from the same seed (init noise, augmentations), balances the same
+class order over the seed's jobs, and its students share initialisation and data order.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
 from .errors import PriError
+from .io import derive_seed
 from .layout import paths
 from .schedules import Spec
 
@@ -21,12 +29,14 @@ TASKS = ("distill", "quantize")
 class Sweep:
     """One set of inversions of a teacher: its tags, seeds, jobs per seed and images per job."""
     name: str
+    kind: str  # main | iso | oneclass
     tags: list
     seeds: list
     batches: int
     images: dict  # tag -> images per inversion job
     distill_images: dict  # tag -> images a student sees (None: all of the pools)
     classes: tuple | None = None  # labels restricted to these classes (one-class distillation)
+    budget: float | None = None  # iso: inversion compute in DMI images
 
 
 @dataclass
@@ -40,14 +50,16 @@ class Missing:
         return {"teacher": self.teacher, "task": self.task, "key": self.key, "reason": self.reason}
 
 
-def inversion_seed(seed: int, batch: int) -> int:
-    """The seed of inversion job ``batch`` of seed ``seed``."""
-    return seed * 1000 + batch if batch else seed
+def inversion_seed(seed: int, sweep: str, batch: int) -> int:
+    """The seed of inversion job ``batch`` of seed ``seed`` in ``sweep``: the same for every tag (the
+    methods of a seed are paired), different for every other (sweep, seed, batch)."""
+    return derive_seed("inversion", seed, sweep, batch)
 
 
 @dataclass
 class Plan:
     config: dict
+    check_inputs: bool = True  # False: plan as if every file were there (pricing a config, e.g. GPU hours)
     missing: list = field(default_factory=list)
     tasks: dict = field(default_factory=dict)  # teacher -> tasks it runs
 
@@ -56,12 +68,29 @@ class Plan:
         self.P = paths(c["run"])
         self.teachers = c["teachers"]
         self.inv, self.dis, self.eff = c["inversion"], c["distill"], c["efficiency"]
+        self.ctl = c.get("controls") or {}
+        self.quant = c.get("quantize") or {"enabled": False}
         self.tags = [Spec.parse(t, "inversion.methods").tag for t in self.inv["methods"]]
+        if len(set(self.tags)) != len(self.tags):
+            raise PriError("inversion.methods", f"a tag appears twice: {self.inv['methods']}")
         self.seeds = [int(s) for s in self.inv["seeds"]]
+        if len(set(self.seeds)) != len(self.seeds):
+            raise PriError("inversion.seeds", f"a seed appears twice: {self.seeds}")
+        self._check_efficiency()
+        for name in ("iso_compute", "one_class"):
+            for i, t in enumerate((self.ctl.get(name) or {}).get("teachers") or []):
+                if t not in self.teachers:
+                    raise PriError(f"controls.{name}.teachers.{i}", f"no teacher {t!r} (teachers: "
+                                   f"{', '.join(self.teachers)})")
+        self._sweeps = {}
         for tid, t in self.teachers.items():
+            wanted = list(t.get("tasks") or TASKS)
             miss = self._missing_for_teacher(tid, t)
-            self.missing += miss
-            self.tasks[tid] = [] if miss else ["distill"]
+            blocking = [m for m in miss if m.task == "all"]
+            self.tasks[tid] = [] if blocking else [k for k in wanted if not any(m.task == k for m in miss)]
+            self.missing += [m for m in miss if m.task == "all" or m.task in wanted]
+            if self.tasks[tid]:
+                self._sweeps[tid] = self._make_sweeps(tid)
 
     # ---------------------------------------------------------------------------------- checks
     def student_of(self, tid: str) -> tuple[str, str | None, str]:
@@ -70,6 +99,19 @@ class Plan:
         ck_key = f"teachers.{tid}.student_checkpoint" if t.get("student_checkpoint") else "distill.student_checkpoint"
         return (t.get("student") or self.dis["student"], t.get("student_checkpoint") or self.dis.get("student_checkpoint"),
                 ck_key)
+
+    def _check_efficiency(self) -> None:
+        from .models import known_model
+
+        if not self.eff["enabled"]:
+            return
+        for i, m in enumerate(self.eff["models"]):
+            if not known_model(m):
+                raise PriError(f"efficiency.models.{i}", f"unknown model {m!r}: give a timm ViT name (e.g. "
+                               "deit_tiny_patch16_224) or one of the suite's small ViTs")
+        for key in ("tags", "time_tags"):
+            for i, t in enumerate(self.eff.get(key) or []):
+                Spec.parse(t, f"efficiency.{key}.{i}")
 
     def _missing_for_teacher(self, tid: str, t: dict) -> list[Missing]:
         from .data import check_dataset
@@ -84,7 +126,17 @@ class Plan:
         if not known_model(t["model"]):
             raise PriError(f"{key}.model", f"unknown model {t['model']!r} (a timm ViT name or one of the suite's small "
                            f"ViTs: {', '.join(sorted(SMALL_VITS))})")
+        student, s_ck, s_key = self.student_of(tid)
+        if not known_model(student):
+            k = f"{key}.student" if t.get("student") else "distill.student"
+            raise PriError(k, f"unknown model {student!r} (a timm ViT name or one of the suite's small ViTs: "
+                           f"{', '.join(sorted(SMALL_VITS))})")
         ck, init = t.get("checkpoint"), t.get("init_checkpoint")
+        if self.dis.get("head_only") and not s_ck:
+            miss(s_key, "distill.head_only trains only a new head of a pretrained student: give the student's "
+                 f"weights under {key}.student_checkpoint (a path, or 'hub')", "distill")
+        if not self.check_inputs:
+            return out
         if ck and not os.path.isfile(ck):
             miss(f"{key}.checkpoint", f"file not found: {ck}")
         if not ck and init == HUB:
@@ -95,12 +147,13 @@ class Plan:
             miss(f"{key}.checkpoint", f"no trained {t['model']} given: set {key}.checkpoint to a trained teacher, or "
                  f"{key}.init_checkpoint to ImageNet weights to fine-tune from (a path, or 'hub' for timm's weights "
                  "from the Hugging Face hub); only the suite's small ViTs are trained from scratch")
-        student, s_ck, s_key = self.student_of(tid)
-        if s_ck == HUB:
+        if self.dis.get("head_only") and not s_ck:
+            pass
+        elif s_ck == HUB:
             out += [Missing(tid, "distill", k, r) for k, r in _hub_missing(s_key, student)]
         elif s_ck and not os.path.isfile(s_ck):
             miss(s_key, f"file not found: {s_ck}", "distill")
-        splits = ["test"] + (["train"] if not ck else [])
+        splits = ["test"] + (["train"] if not ck or self.quant.get("enabled") else [])
         for split in splits:
             try:
                 check_dataset(t["dataset"], t.get("data_root"), split, option=f"{key}.data_root")
@@ -117,17 +170,120 @@ class Plan:
     def runs(self, tid: str, task: str) -> bool:
         return task in self.tasks.get(tid, [])
 
+    def left_out(self) -> list[dict]:
+        """Tasks a teacher asked for that cannot run, with the reason (the dry run prints them)."""
+        return [m.as_dict() for m in self.missing]
+
     # ---------------------------------------------------------------------------------- sweeps
-    def sweeps(self, tid: str) -> list[Sweep]:
+    def _dims(self, tid):
+        from .cost import dims_of
+
+        t = self.teachers[tid]
+        return dims_of(t["model"], img_size=t.get("img_size"), num_classes=t.get("num_classes"))
+
+    def _check_tags(self, tid: str, tags, images: dict, key_images: str, key_tags: str, T: int) -> None:
+        n = self._dims(tid).num_patches
+        for tag in tags:
+            try:
+                Spec.parse(tag, key_tags).build(n, T, self._options(tag)).validate(n, T, images[tag])
+            except PriError as e:
+                key = {"--batch": key_images, "--iterations": "inversion.iterations",
+                       "--prune-at": "inversion.iterations"}.get(e.option, key_tags)
+                raise PriError(key, f"{tag} on teachers.{tid} ({n} patches, T = {T}, {images[tag]} images): "
+                               f"{e.message}") from e
+
+    def _options(self, tag: str) -> dict:
+        if "rerank_every" in Spec.parse(tag).method.options and self.inv.get("rerank_every"):
+            return {"rerank_every": self.inv["rerank_every"]}
+        return {}
+
+    def _make_sweeps(self, tid: str) -> list[Sweep]:
+        T = int(self.inv["iterations"])
+        batches = int(self.teachers[tid].get("batches") or self.inv["batches"])
         images = {tag: int(self.inv["images"]) for tag in self.tags}
+        self._check_tags(tid, self.tags, images, "inversion.images", "inversion.methods", T)
         dis = {tag: self.dis.get("images") for tag in self.tags}
-        return [Sweep("main", self.tags, self.seeds, int(self.inv["batches"]), images, dis)]
+        if self.dis.get("images") is not None and self.runs(tid, "distill"):
+            for tag in self.tags:
+                have = self.pool_images(tid, tag, images[tag]) * batches
+                if self.dis["images"] > have:
+                    raise PriError("distill.images", f"{self.dis['images']} images per student, but {tag} of teachers."
+                                   f"{tid} inverts only {have} per seed (inversion.images x inversion.batches); lower "
+                                   "distill.images or invert more")
+        if self.quant.get("enabled") and self.runs(tid, "quantize"):
+            for tag in [t for t in (self.quant.get("tags") or self.tags)]:
+                if tag not in self.tags:
+                    raise PriError("quantize.tags", f"{tag} is not among inversion.methods")
+                have = self.pool_images(tid, tag, images[tag]) * batches
+                if self.quant["calib_images"] > have:
+                    raise PriError("quantize.calib_images", f"{self.quant['calib_images']} calibration images, but {tag}"
+                                   f" of teachers.{tid} inverts only {have} per seed: lower quantize.calib_images")
+            if len(self.quant["w_bits"]) != len(self.quant["a_bits"]) and 1 not in (len(self.quant["w_bits"]),
+                                                                                     len(self.quant["a_bits"])):
+                raise PriError("quantize.a_bits", "give one a_bits per w_bits (or a single value for all)")
+        out = [Sweep("main", "main", self.tags, self.seeds, batches, images, dis)]
+        if not self.runs(tid, "distill"):
+            return out
+        def serves(ctl):
+            return ctl.get("teachers") is None or tid in ctl["teachers"]
+
+        iso = self.ctl.get("iso_compute") or {}
+        for budget in (iso.get("budgets") or []) if serves(iso) else []:
+            tags = [Spec.parse(t, "controls.iso_compute.tags").tag for t in iso["tags"]]
+            imgs = {tag: self.iso_images(tid, tag, budget) for tag in tags}
+            self._check_tags(tid, tags, imgs, "controls.iso_compute.budgets", "controls.iso_compute.tags", T)
+            out.append(Sweep(f"iso{_num(budget)}", "iso", tags, [int(s) for s in iso.get("seeds") or self.seeds], 1,
+                             imgs, dict.fromkeys(tags), budget=budget))
+        one = self.ctl.get("one_class") or {}
+        if one.get("class") is not None and serves(one):
+            c, v = int(one["class"]), int(one["v"])
+            from .data import dataset_info
+
+            nc = self.teachers[tid].get("num_classes") or dataset_info(self.teachers[tid]["dataset"])["num_classes"]
+            if not 0 <= c < nc:
+                raise PriError("controls.one_class.class", f"teachers.{tid} has classes 0..{nc - 1}, not {c}")
+            tags = [Spec("dmi").tag, Spec("smi", v).tag, Spec("pri", v).tag]
+            imgs = dict.fromkeys(tags, v * int(one["images_per_detach"]))
+            self._check_tags(tid, tags, imgs, "controls.one_class.images_per_detach", "controls.one_class.v", T)
+            out.append(Sweep(f"class{c}", "oneclass", tags, [int(s) for s in one.get("seeds") or self.seeds], 1, imgs,
+                             dict.fromkeys(tags), classes=(c,)))
+        return out
+
+    def pool_images(self, tid: str, tag: str, images: int) -> int:
+        """Images one inversion job of ``tag`` writes when asked for ``images`` (PRI: whole trajectories)."""
+        s = Spec.parse(tag).build(self._dims(tid).num_patches, int(self.inv["iterations"]), self._options(tag))
+        return s.trajectories(images) * s.images_per_trajectory()
+
+    def iso_images(self, tid: str, tag: str, budget: float) -> int:
+        """Images ``tag`` inverts for the compute of ``budget`` DMI images (the cost model's MACs per
+        image, score forwards included), rounded down to whole trajectories."""
+        from .cost import schedule_cost
+
+        d, T = self._dims(tid), int(self.inv["iterations"])
+        per = {t: schedule_cost(d, Spec.parse(t).build(d.num_patches, T, self._options(t)), T)["total"]
+               for t in ("dmi", tag)}
+        s = Spec.parse(tag).build(d.num_patches, T, self._options(tag))
+        k = s.images_per_trajectory()
+        return max(k, int(math.floor(budget * per["dmi"] / per[tag] / k + 1e-9)) * k)
+
+    def sweeps(self, tid: str) -> list[Sweep]:
+        return self._sweeps.get(tid, [])
 
     def sweep(self, tid: str, name: str) -> Sweep:
         for s in self.sweeps(tid):
             if s.name == name:
                 return s
         raise KeyError(f"teacher {tid} has no sweep {name!r}")
+
+    def sweep_kinds(self) -> dict:
+        """kind -> (tags, sweep names) over all teachers: the workflow has one inversion rule per kind."""
+        out = {}
+        for tid in self.active:
+            for s in self.sweeps(tid):
+                tags, names = out.setdefault(s.kind, ([], set()))
+                tags += [t for t in s.tags if t not in tags]
+                names.add(s.name)
+        return out
 
     # ---------------------------------------------------------------------------------- files
     def pools_of(self, tid: str, sweep: str, tag: str, seed: int) -> list[str]:
@@ -143,6 +299,23 @@ class Plan:
                 for tid in self.active if self.runs(tid, "distill") for s in self.sweeps(tid)
                 for tag in s.tags for seed in s.seeds]
 
+    def quantize_targets(self) -> list[str]:
+        if not self.quant.get("enabled"):
+            return []
+        out = []
+        for tid in self.active:
+            if not self.runs(tid, "quantize"):
+                continue
+            s = self.sweep(tid, "main")
+            out += [self.P.quantize.format(teacher=tid, sweep="main", tag=tag, seed=seed)
+                    for tag in self.quant_tags(tid) for seed in s.seeds]
+            out += [self.P.quantize_baseline.format(teacher=tid, calibration=c) for c in ("noise", "real")]
+        return out
+
+    def quant_tags(self, tid: str) -> list[str]:
+        tags = self.sweep(tid, "main").tags
+        return [t for t in (self.quant.get("tags") or tags) if t in tags]
+
     def efficiency_targets(self) -> list[str]:
         if not self.eff["enabled"]:
             return []
@@ -157,9 +330,12 @@ class Plan:
         args = ["--model", self.teachers[tid]["model"], "--schedule", tag,
                 "--iterations", self.inv["iterations"], "--batch", s.images[tag],
                 "--lr", self.inv["lr"], "--tv-weight", self.inv["tv_weight"], "--dtype", self.config["dtype"],
-                "--seed", inversion_seed(seed, batch), "--device", self.config["device"]]
-        if "rerank_every" in Spec.parse(tag).method.options and self.inv.get("rerank_every"):
-            args += ["--rerank-every", self.inv["rerank_every"]]
+                "--seed", inversion_seed(seed, sweep, batch), "--label-seed", seed,
+                "--part", batch, "--parts", s.batches, "--device", self.config["device"]]
+        if s.classes:
+            args += ["--classes", *s.classes]
+        for k, v in self._options(tag).items():
+            args += [option_of(k), v]
         return [str(a) for a in args]
 
     def distill_args(self, tid: str, sweep: str, tag: str, seed: int) -> list[str]:
@@ -176,6 +352,44 @@ class Plan:
         args += cli_options(self.dis, DISTILL_KEYS)
         return [str(a) for a in args]
 
+    def quantize_args(self, tid: str, seed: int | None) -> list[str]:
+        t, q = self.teachers[tid], self.quant
+        args = ["--dataset", t["dataset"], "--w-bits", *q["w_bits"], "--a-bits", *q["a_bits"],
+                "--calib-images", q["calib_images"], "--draws", q["draws"], "--pre-gather", q["pre_gather"],
+                "--seed", 0 if seed is None else seed, "--device", self.config["device"]]
+        if t.get("data_root"):
+            args += ["--data-root", t["data_root"]]
+        return [str(a) for a in args]
+
+    # ---------------------------------------------------------------------------------- batched jobs
+    def invert_job(self, tid: str, sweep: str, seed: int, batch: int, teacher_ckpt: str, threads: int) -> list[str]:
+        """``pri batch`` arguments of one inversion job: every tag of a sweep, one seed and batch."""
+        return batch_argv([["invert", *self.invert_args(tid, sweep, tag, seed, batch), "--checkpoint", teacher_ckpt,
+                             "--threads", threads, "--no-progress",
+                             "--out", self.P.pool.format(teacher=tid, sweep=sweep, tag=tag, seed=seed, batch=batch)]
+                            for tag in self.sweep(tid, sweep).tags])
+
+    def distill_job(self, tid: str, sweep: str, seed: int, teacher_ckpt: str, threads: int) -> list[str]:
+        """``pri batch`` arguments of one distillation job: a student per tag of a sweep, one seed."""
+        return batch_argv([["distill", "--pool", *self.pools_of(tid, sweep, tag, seed), "--teacher", teacher_ckpt,
+                            "--teacher-model", self.teachers[tid]["model"], *self.distill_args(tid, sweep, tag, seed),
+                            "--threads", threads, "--no-progress",
+                            "--out", self.P.distill.format(teacher=tid, sweep=sweep, tag=tag, seed=seed)]
+                           for tag in self.sweep(tid, sweep).tags])
+
+    def quantize_job(self, tid: str, seed: int, teacher_ckpt: str, threads: int) -> list[str]:
+        """``pri batch`` arguments of one quantisation job: every tag's pools of one seed."""
+        return batch_argv([["quantize", "--teacher", teacher_ckpt, "--pool", *self.pools_of(tid, "main", tag, seed),
+                            *self.quantize_args(tid, seed), "--threads", threads, "--no-progress", "--no-fp",
+                            "--out", self.P.quantize.format(teacher=tid, sweep="main", tag=tag, seed=seed)]
+                           for tag in self.quant_tags(tid)])
+
+    def quantize_baseline_job(self, tid: str, teacher_ckpt: str, threads: int) -> list[str]:
+        return batch_argv([["quantize", "--teacher", teacher_ckpt, "--calibration", c, *self.quantize_args(tid, None),
+                            "--threads", threads, "--no-progress",
+                            "--out", self.P.quantize_baseline.format(teacher=tid, calibration=c)]
+                           for c in ("noise", "real")])
+
     def teacher_args(self, tid: str) -> list[str]:
         t = self.teachers[tid]
         args = ["--model", t["model"], "--dataset", t["dataset"], "--device", self.config["device"]]
@@ -189,10 +403,11 @@ class Plan:
     def efficiency_args(self, what: str) -> list[str]:
         e = self.eff
         args = ["--img-size", e["img_size"], "--iterations", e["iterations"]]
+        tags = e.get("tags") or self.tags
         if what == "flops":
-            args += ["--batch", e["batch"], "--schedules", *self.tags, "--what", "cost", "flops"]
+            args += ["--batch", e["batch"], "--schedules", *tags, "--what", "cost", "flops"]
         else:
-            args += ["--batch", e["time_batch"] or e["batch"], "--schedules", *(e["time_tags"] or self.tags),
+            args += ["--batch", e["time_batch"] or e["batch"], "--schedules", *(e["time_tags"] or tags),
                      "--what", "time", "--device", self.config["device"]]
             args += cli_options(e, ("mode", "steps", "warmup", "repeats", "dtype"))
         return [str(a) for a in args]
@@ -200,8 +415,8 @@ class Plan:
 
 # config keys passed to a command as --options of the same name (one source of names: the schema's
 # defaults and the commands' defaults are checked against each other in tests/test_defaults.py)
-DISTILL_KEYS = ("steps", "batch", "optimizer", "lr", "momentum", "weight_decay", "schedule", "warmup", "temperature",
-                "grad_clip", "augment", "augment_shift", "eval_every", "head_only")
+DISTILL_KEYS = ("steps", "batch", "kd_runs", "optimizer", "lr", "momentum", "weight_decay", "schedule", "warmup",
+                "temperature", "grad_clip", "augment", "augment_shift", "eval_every", "head_only", "val")
 TRAIN_KEYS = ("epochs", "batch", "lr", "weight_decay", "warmup", "label_smoothing", "crop_pad", "hflip", "grad_clip",
               "seed")
 
@@ -221,6 +436,10 @@ def cli_options(section: dict, keys) -> list:
     return out
 
 
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x).replace(".", "p")
+
+
 def _hub_missing(key: str, model: str) -> list[tuple[str, str]]:
     """'hub' weights: fetched now, when the workflow is planned (on the submitting machine, so
     compute nodes without a network find them in the hub cache), or found in that cache."""
@@ -231,3 +450,14 @@ def _hub_missing(key: str, model: str) -> list[tuple[str, str]]:
     except PriError as e:
         return [(key, e.message)]
     return []
+
+
+BATCH_SEP = "::"
+
+
+def batch_argv(commands: list[list]) -> list[str]:
+    """Arguments of ``pri batch``: several pri commands run one after the other in one process."""
+    out = []
+    for i, c in enumerate(commands):
+        out += ([BATCH_SEP] if i else []) + [str(a) for a in c]
+    return out

@@ -406,7 +406,7 @@ def _smi(v, n, T, o):
     if v is None:
         return _smi_custom(v, n, T, o)
     prune_at = scaled_prune_at(T)
-    return SMI(prune_at, ratios=[round(matched_ratio(v, len(prune_at)), 4)] * len(prune_at))
+    return SMI(prune_at, keep=matched_counts(n, v, len(prune_at)))
 
 
 def _smi_rerank(v, n, T, o):
@@ -421,7 +421,7 @@ def _dmi_updates(v, n, T, o):
 def _smi_star(v, n, T, o):
     if v is None:
         return IdealSMI(final_count(SMI(scaled_prune_at(T)), n, T))
-    return IdealSMI(max(1, n // v))
+    return IdealSMI(matched_keep(n, v))
 
 
 register(Method("dmi", "DMI", "none", lambda v, n, T, o: DMI(), sparsity=lambda v: 0.0,

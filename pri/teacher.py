@@ -141,8 +141,8 @@ def check_options(args) -> None:
     if not args.checkpoint and not args.out:
         raise PriError("--out", "training needs --out PATH for the checkpoint (or pass --checkpoint to evaluate only)")
     for opt, val in (("--epochs", args.epochs), ("--lr", args.lr)):
-        if not val > 0:
-            raise PriError(opt, f"must be > 0, got {val}")
+        if not (val > 0 and math.isfinite(val)):
+            raise PriError(opt, f"must be a finite number > 0, got {val}")
     for opt, val in (("--batch", args.batch), ("--eval-batch", args.eval_batch)):
         if val < 1:
             raise PriError(opt, f"must be >= 1, got {val}")
@@ -151,6 +151,14 @@ def check_options(args) -> None:
             raise PriError("--" + opt.replace("_", "-"), f"must be >= 0, got {getattr(args, opt)}")
     if not 0.0 <= args.label_smoothing < 1.0:
         raise PriError("--label-smoothing", f"must be in [0, 1), got {args.label_smoothing}")
+    from .io import check_seed, check_writable
+
+    check_seed(args.seed)
+    for opt in ("out", "metrics"):
+        if getattr(args, opt):
+            check_writable(getattr(args, opt), "--" + opt)
+    if args.out and args.metrics and os.path.abspath(args.out) == os.path.abspath(args.metrics):
+        raise PriError("--metrics", "--metrics and --out name the same file: give two files")
 
 
 def _limit(x, y, keep):
@@ -311,7 +319,8 @@ def run(args) -> int:
                                               "sha256": sha256_file(args.checkpoint)}
         if loaded.provenance.get("trained"):
             provenance["trained"] = loaded.provenance["trained"]
-    sha = save_checkpoint(args.out, model, args.model, mean, std, provenance) if args.out else None
+    sha = save_checkpoint(args.out, model, args.model, mean, std, provenance,
+                          test_confidence=ev["confidence"]) if args.out else None
     if args.metrics:
         atomic_write_json(args.metrics, {
             "top1": ev["top1"], "top5": ev["top5"], "per_class": ev["per_class"], "test_images": ev["num_images"],
@@ -321,5 +330,6 @@ def run(args) -> int:
             "eval_seconds": eval_seconds, "total_seconds": time.perf_counter() - t_start, "steps": steps,
             "mean": mean, "std": std, "versions": versions(), "device": device_name(device), "seed": args.seed,
             "mode": recipe["mode"] if recipe else "evaluate",
+            "test_confidence": [round(float(c), 6) for c in ev["confidence"]],
         })
     return 0

@@ -185,9 +185,13 @@ class StageSampler:
             loop += r["seconds"] * cnt
         images = b * schedule.images_per_trajectory()
         peak = max(s["peak_memory_mb"] for s in stages)
+        # one integrated loop per repeat (the r-th timed block of every stage): the spread of the estimate
+        per_repeat = [(sum(st["step_samples"][r] * st["iterations"] for st in stages)
+                       + sum(sc["samples"][r] * sc["count"] for sc in scores)) / images for r in range(self.repeats)]
         return {
             "mode": "stage-sampled",
             "seconds_per_image": loop / images,
+            "seconds_per_image_samples": per_repeat,
             "loop_seconds": loop,
             "images_out": images,
             "trajectories": b,

@@ -65,7 +65,8 @@ def peak_memory(device: torch.device) -> dict:
 @torch.no_grad()
 def evaluate(model, images, labels, num_classes: int, img_size: int, mean, std, device, batch: int = 512,
              amp: bool = False, workers: int = 0, progress: bool = False, forward=None) -> dict:
-    """Dense top-1, top-5 and per-class top-1 of ``model`` on (images in [0, 1], labels).
+    """Dense top-1, top-5, per-class top-1 and each image's max-softmax confidence of ``model`` on
+    (images in [0, 1], labels).
 
     ``forward(x) -> logits`` replaces ``model(x)`` (e.g. a fake-quantised forward); images are
     resized to ``img_size`` and normalised with ``mean``/``std`` per batch."""
@@ -76,13 +77,14 @@ def evaluate(model, images, labels, num_classes: int, img_size: int, mean, std, 
     fwd = forward or model
     correct = torch.zeros(num_classes, dtype=torch.long)
     count = torch.zeros(num_classes, dtype=torch.long)
-    top5 = 0
+    top5, conf = 0, []
     it = batches(images, labels, batch, num_workers=workers)
     for x, y in progress_bar(math.ceil(len(labels) / batch), progress, "eval", iterable=it, leave=False):
         x = prepare(x.to(device), img_size, mean, std)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             logits = fwd(x).float().cpu()
         pred = logits.argmax(-1)
+        conf.append(logits.softmax(-1).max(-1).values)
         k = min(5, logits.shape[-1])
         top5 += int((logits.topk(k, dim=-1).indices == y[:, None]).any(-1).sum())
         count += torch.bincount(y, minlength=num_classes)[:num_classes]
@@ -91,4 +93,4 @@ def evaluate(model, images, labels, num_classes: int, img_size: int, mean, std, 
     n = int(count.sum())
     per_class = [(float(c) / float(k)) if k else None for c, k in zip(correct.tolist(), count.tolist())]
     return {"top1": float(correct.sum()) / max(1, n), "top5": top5 / max(1, n), "per_class": per_class,
-            "num_images": n}
+            "num_images": n, "confidence": torch.cat(conf) if conf else torch.empty(0)}

@@ -109,24 +109,34 @@ def sparse_forward(
     idx: torch.Tensor | None = None,
     with_score: bool = False,
     score_layer: int = -1,
+    valid: torch.Tensor | None = None,
 ):
     """Logits of ``model`` on the active patches ``idx`` ([B, K] patch indices) of ``x``.
 
     ``idx=None`` means all patches. With ``with_score`` also returns the CLS-row attention
     of block ``score_layer`` over the active patch keys, averaged over heads ([B, K]).
+    ``valid`` (bool [B, K]): images with fewer active patches than K, padded: the padded
+    positions are masked out of every attention (as keys), so they change no real token.
     """
     tokens = embed_patches(model, x, idx)
     h = _prefix_and_pos(model, tokens, idx)
     h = model.pos_drop(h)
     h = model.norm_pre(h)
+    mask = None
+    if valid is not None:
+        keep = torch.cat([torch.ones(valid.shape[0], model.num_prefix_tokens, dtype=torch.bool, device=valid.device),
+                          valid], dim=1)
+        mask = keep[:, None, None, :]  # [B, 1, 1, T]: every query attends to the real tokens only
     blocks = model.blocks
     score = None
     nblk = len(blocks)
+    if not -nblk <= score_layer < nblk:
+        raise ValueError(f"score layer {score_layer} outside the model's {nblk} blocks")
     at = score_layer % nblk
     for i, blk in enumerate(blocks):
         if with_score and i == at:
             score = cls_attention_row(blk, h, model.num_prefix_tokens)
-        h = blk(h)
+        h = blk(h) if mask is None else blk(h, attn_mask=mask)
     h = model.norm(h)
     logits = model.forward_head(h)
     return (logits, score) if with_score else logits
@@ -149,3 +159,13 @@ def index_to_mask(idx: torch.Tensor, n: int) -> torch.Tensor:
     m = torch.zeros(idx.shape[0], n, dtype=torch.bool, device=idx.device)
     m.scatter_(1, idx, True)
     return m
+
+
+def padded_index(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """bool masks [B, N] with any counts -> (indices [B, K_max], valid [B, K_max]): each row's
+    active patches in increasing order, padded at the end (with patch 0, masked out by ``valid``)."""
+    counts = mask.sum(1)
+    k = int(counts.max()) if counts.numel() else 0
+    order = torch.sort((~mask).to(torch.uint8), dim=1, stable=True).indices[:, :k]  # active first, in order
+    valid = torch.arange(k, device=mask.device).unsqueeze(0) < counts.unsqueeze(1)
+    return torch.where(valid, order, torch.zeros_like(order)), valid

@@ -86,16 +86,21 @@ def test_real_fashion_mnist():
     assert torch.bincount(y).tolist() == [1000] * 10
     assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
     xt, yt, mt = load_dataset("fashion_mnist", FMNIST, "train")
-    assert xt.shape == (60000, 1, 28, 28) and len(yt) == 60000 and int(yt.max()) == 9
-    assert abs(float(xt.mean()) - dataset_mean_std("fashion_mnist")[0][0]) < 1e-3
-    assert all(len(h) == 64 for h in mt["sha256"].values())
+    xv, yv, mv = load_dataset("fashion_mnist", FMNIST, "val")
+    # the validation split is held out of the training files: every 12th image of each class
+    assert xt.shape == (55000, 1, 28, 28) and len(yt) == 55000 and int(yt.max()) == 9
+    assert len(yv) == 5000 and torch.bincount(yv).tolist() == [500] * 10
+    assert abs(float(torch.cat([xt, xv]).mean()) - dataset_mean_std("fashion_mnist")[0][0]) < 1e-3
+    assert not any(torch.equal(xv[i], xt[j]) for i in range(0, 5000, 997) for j in range(0, 55000, 7919))
+    assert all(len(h) == 64 for h in mt["sha256"].values()) and "val part" in mv["source"]
 
 
 def test_digits_fixed_split():
     xtr, ytr, mtr = load_dataset("digits", split="train")
+    xva, yva, _ = load_dataset("digits", split="val")
     xte, yte, mte = load_dataset("digits", split="test")
-    assert xtr.shape[1:] == (1, 8, 8) and len(ytr) + len(yte) == 1797
-    assert (len(ytr), len(yte)) == (1442, 355)
+    assert xtr.shape[1:] == (1, 8, 8) and len(ytr) + len(yva) + len(yte) == 1797
+    assert (len(ytr) + len(yva), len(yte)) == (1442, 355) and len(yva) == 117
     assert float(xtr.max()) == 1.0 and float(xtr.min()) == 0.0
     assert set(torch.bincount(yte).tolist()) <= {34, 35, 36}
     from sklearn.datasets import load_digits

@@ -8,7 +8,7 @@ import pytest
 import torch
 from cli_helper import main
 
-from pri.distill import BucketSampler, kd_loss
+from pri.distill import EpochOrder, kd_loss
 from pri.engine import Augment
 from pri.models import build_model, load_model, save_checkpoint
 
@@ -72,7 +72,9 @@ def distill(tmp_path, teacher_path, pools, *extra, name="m.json"):
 
 
 def strip(m):
-    return {k: v for k, v in m.items() if k not in TIMING + ("pools",)}
+    out = {k: v for k, v in m.items() if k not in TIMING + ("pools", "teacher_seconds", "runs")}
+    out["runs"] = [{k: v for k, v in r.items() if k not in TIMING} for r in m["runs"]]
+    return out
 
 
 def test_only_masked_patches_matter(tmp_path, teacher):
@@ -83,19 +85,24 @@ def test_only_masked_patches_matter(tmp_path, teacher):
     assert not torch.equal(pa["images"], pb["images"])
     _, ma = distill(tmp_path, tpath, [a], name="a.json")
     _, mb = distill(tmp_path, tpath, [b], name="b.json")
-    for key in ("top1", "per_class", "history", "confidence", "final_loss_ema", "label_counts", "mask_sizes"):
+    for key in ("top1", "per_class", "confidence", "label_counts", "mask_sizes"):
         assert ma[key] == mb[key], key  # bit for bit
+    assert strip(ma)["runs"] == strip(mb)["runs"]
     assert ma["pools"][0]["sha256"] != mb["pools"][0]["sha256"]
 
 
 def test_mixed_mask_sizes_and_metrics(tmp_path, teacher):
     tpath, tprov = teacher
     pool = make_pool(str(tmp_path / "p.pt"), tprov, ks=(3, 5, 16), per_k=(7))
-    rc, m = distill(tmp_path, tpath, [pool], "--eval-every", "5")
+    rc, m = distill(tmp_path, tpath, [pool], "--eval-every", "5", "--val")
     assert rc == 0
     assert m["mask_sizes"] == {"3": 7, "5": 7, "16": 7} and m["images"] == 21 and m["steps"] == 12
-    assert [h["step"] for h in m["history"]] == [5, 10, 12]
-    assert m["top1"] == m["history"][-1]["top1"] and m["top1_best"] == max(h["top1"] for h in m["history"])
+    hist = m["runs"][0]["history"]
+    assert [h["step"] for h in hist] == [5, 10, 12] and all("val_top1" in h for h in hist)
+    assert m["top1"] == hist[-1]["top1"] and m["val_top1"] == hist[-1]["val_top1"]
+    assert "top1_best" not in m  # nothing is selected on the test set
+    # batches mix mask sizes (padded): on average more than one size's worth of tokens per step
+    assert 3 * 8 < m["runs"][0]["patch_tokens_per_step"] <= 16 * 8
     assert len(m["per_class"]) == 10 and m["method"] == "pri" and m["pool_params"]["v"] == 4
     assert "active_per_iteration" not in m["pool_params"]  # long series are left out
     assert m["teacher"]["provenance"]["sha256"] == tprov["sha256"]
@@ -115,7 +122,7 @@ def test_same_seed_identical_other_seed_differs(tmp_path, teacher):
     _, m2 = distill(tmp_path, tpath, [pool], "--images", "12", name="2.json")
     _, m3 = distill(tmp_path, tpath, [pool], "--images", "12", "--seed", "1", name="3.json")
     assert strip(m1) == strip(m2)
-    assert m1["final_loss_ema"] != m3["final_loss_ema"]
+    assert m1["runs"][0]["final_loss_ema"] != m3["runs"][0]["final_loss_ema"]
 
 
 def test_images_budget(tmp_path, teacher, capsys):
@@ -204,24 +211,78 @@ def test_head_only_trains_only_the_head(tmp_path, teacher):
             assert torch.equal(v, after[k]), k
 
 
-def test_bucket_sampler():
-    ks = torch.tensor([4] * 30 + [8] * 10 + [16] * 60)
-    s = BucketSampler(ks, 8, torch.Generator().manual_seed(0))
-    counts = {4: 0, 8: 0, 16: 0}
-    seen = {4: set(), 8: set(), 16: set()}
-    for _ in range(600):
-        k, b = s.next()
-        assert len(b) == 8 and bool((ks[b] == k).all()) and len(set(b.tolist())) == 8
-        counts[k] += 1
-        seen[k] |= set(b.tolist())
-    assert counts[16] > counts[4] > counts[8]
-    assert abs(counts[16] / 600 - 0.6) < 0.08 and abs(counts[4] / 600 - 0.3) < 0.08
-    assert all(len(seen[k]) == int((ks == k).sum()) for k in seen)  # every image is visited
-    s2 = BucketSampler(ks, 8, torch.Generator().manual_seed(0))
-    s3 = BucketSampler(ks, 8, torch.Generator().manual_seed(0))
-    assert all(torch.equal(s2.next()[1], s3.next()[1]) for _ in range(20))
-    small = BucketSampler(torch.tensor([5, 5, 5]), 8, torch.Generator().manual_seed(0))
-    assert len(small.next()[1]) == 3
+def test_epoch_order_visits_every_image_once_per_epoch():
+    o = EpochOrder(20, 8, torch.Generator().manual_seed(0))
+    batches = [o.next() for _ in range(9)]  # 3 epochs of 8 + 8 + 4
+    assert [len(b) for b in batches] == [8, 8, 4] * 3
+    for e in range(3):
+        assert sorted(torch.cat(batches[3 * e:3 * e + 3]).tolist()) == list(range(20))
+    assert not torch.equal(torch.cat(batches[:3]), torch.cat(batches[3:6]))  # a new order each epoch
+    o2 = EpochOrder(20, 8, torch.Generator().manual_seed(0))
+    assert all(torch.equal(b, o2.next()) for b in batches)
+
+
+def test_methods_of_a_seed_are_paired(tmp_path, teacher):
+    """Two pools of the same size (different images, masks of different sizes) get the same image
+    selection, data order, augmentations and student initialisation from the same seed."""
+    tpath, tprov = teacher
+    a = make_pool(str(tmp_path / "a.pt"), tprov, ks=(16,), per_k=18, seed=1)
+    b = make_pool(str(tmp_path / "b.pt"), tprov, ks=(3, 5, 7), per_k=6, seed=2)
+    from pri import distill as D
+
+    seen = {}
+    orig = D.train
+
+    def spy(args, run, model, norm, targets, syn, aug, device, amp, evaluate_fn, progress):
+        seen.setdefault("order", []).append(syn.order.clone())
+        seen.setdefault("init", []).append({k: v.clone() for k, v in model.state_dict().items()})
+        return orig(args, run, model, norm, targets, syn, aug, device, amp, evaluate_fn, progress)
+
+    D.train = spy
+    try:
+        _, ma = distill(tmp_path, tpath, [a], "--images", "12", "--augment", name="a.json")
+        _, mb = distill(tmp_path, tpath, [b], "--images", "12", "--augment", name="b.json")
+    finally:
+        D.train = orig
+    assert torch.equal(seen["order"][0], seen["order"][1])
+    assert all(torch.equal(seen["init"][0][k], seen["init"][1][k]) for k in seen["init"][0])
+    assert ma["label_counts"] == mb["label_counts"]
+    assert ma["top1"] != mb["top1"] or ma["runs"][0]["final_loss_ema"] != mb["runs"][0]["final_loss_ema"]
+
+
+def test_kd_runs_average_and_differ(tmp_path, teacher):
+    tpath, tprov = teacher
+    pool = make_pool(str(tmp_path / "p.pt"), tprov)
+    _, m = distill(tmp_path, tpath, [pool], "--kd-runs", "3")
+    runs = [r["top1"] for r in m["runs"]]
+    assert len(runs) == 3 and m["top1"] == pytest.approx(sum(runs) / 3) and m["top1_runs"] == runs
+    inits = {r["student"]["init_seed"] for r in m["runs"]}
+    assert len(inits) == 3  # each run its own initialisation
+    _, one = distill(tmp_path, tpath, [pool], name="one.json")
+    assert one["runs"][0]["top1"] == runs[0]  # run 0 of three is the single run
+
+
+def test_precomputed_teacher_targets_equal_per_step_ones(tmp_path, teacher):
+    """The table of teacher outputs for every (image, augmentation) holds the per-step forward's numbers."""
+    from pri.distill import TeacherTargets, load_pools, select_images
+    from pri.models import load_model
+    from pri.vit import padded_index
+
+    tpath, tprov = teacher
+    pool = make_pool(str(tmp_path / "p.pt"), tprov, ks=(3, 9, 16), per_k=4)
+    t = load_model(MODEL, tpath)
+    pools, info = load_pools([pool])
+    args = type("A", (), {"classes": None, "images": None, "seed": 0})()
+    syn = select_images(args, pools, info, 10)
+    aug = Augment(8, 8, P, 0.0, True, "cpu", shift=1)
+    table = TeacherTargets(t, syn, aug, steps=100, batch=8, device=torch.device("cpu"), amp=False, eval_batch=5)
+    live = TeacherTargets(t, syn, aug, steps=1, batch=1, device=torch.device("cpu"), amp=False, eval_batch=5)
+    assert table.precomputed and not live.precomputed
+    b = torch.tensor([0, 5, 11, 3])
+    combo = aug.draw(4, torch.Generator().manual_seed(3))
+    x, m = aug.apply_each(syn.images[b], combo), aug.move_masks(syn.masks[b], combo)
+    idx, valid = padded_index(m)
+    assert torch.allclose(table(b, combo, x, idx, valid), live(b, combo, x, idx, valid), atol=1e-5)
 
 
 def test_augment_moves_the_mask_with_the_pixels():

@@ -265,3 +265,90 @@ def test_detached_and_pruned_pixels_stay_frozen():
     px = pm.view(2, 1, 7, 1, 7, 1).expand(2, 1, 7, 4, 7, 4).reshape(2, 1, 28, 28)
     assert torch.equal(x16[px], x4[px])  # frozen since t_1
     assert not torch.equal(x16[~px], x4[~px])  # the rest kept evolving
+
+
+# ---------------------------------------------------------------- invariants of the controls
+def test_pri_with_v1_is_dmi():
+    """PRI with one detach point never scores and emits every patch at T: DMI's images exactly."""
+    a = invert(_teacher(), DMI(), _cfg(batch=6))
+    b = invert(_teacher(), PRI(1), _cfg(batch=6))
+    for k in ("images", "masks", "labels", "updates"):
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_smi_rerank_beyond_T_is_smi():
+    from pri.schedules import SMIRerank
+
+    a = invert(_teacher(), SMI([2, 4, 6, 8], keep=[30, 20, 12, 7]), _cfg(iterations=14))
+    b = invert(_teacher(), SMIRerank([2, 4, 6, 8], keep=[30, 20, 12, 7], every=100), _cfg(iterations=14))
+    for k in ("images", "masks", "updates"):
+        assert torch.equal(a[k], b[k]), k
+    c = invert(_teacher(), SMIRerank([2, 4, 6, 8], keep=[30, 20, 12, 7], every=3), _cfg(iterations=14))
+    assert c["masks"].sum(1).tolist() == [7] * 8 and c["ledger"]["rerank_every"] == 3
+    assert not torch.equal(a["masks"], c["masks"])  # re-ranking over all patches chose others
+
+
+def test_updates_count_the_steps_each_kept_patch_received():
+    T = 16
+    dmi = invert(_teacher(), DMI(), _cfg(iterations=T))
+    assert (dmi["updates"] == T).all() and dmi["updates"].dtype == torch.int32
+    pri = invert(_teacher(), PRI(4), _cfg(iterations=T, batch=8))
+    for i in range(8):
+        stage = int(pri["stage"][i])
+        kept = pri["masks"][i]
+        assert (pri["updates"][i][kept] == (stage + 1) * (T // 4)).all() and (pri["updates"][i][~kept] == 0).all()
+    assert PRI(4).mean_updates(49, T) == pytest.approx(sum(12 * (k + 1) * 4 for k in range(3)) / 49 + 13 * 16 / 49)
+    smi = invert(_teacher(), SMI([3, 6], keep=[20, 9]), _cfg(iterations=T))
+    assert (smi["updates"][smi["masks"]] == T).all() and (smi["updates"][~smi["masks"]] == 0).all()
+    from pri.schedules import SMIRerank, build
+
+    ctl = build("dmi_updates_v4", 49, T)
+    assert ctl.run_length(T) == round(PRI(4).mean_updates(49, T))
+    rr = invert(_teacher(), SMIRerank([3, 6], keep=[20, 9], every=2), _cfg(iterations=T))
+    u = rr["updates"][rr["masks"]]
+    assert (u <= T).all() and (u >= 1).all() and (rr["updates"][~rr["masks"]] == 0).all()
+
+
+class _Planted:
+    """A score per patch that only depends on the patch: patch j scores PLANT[j]."""
+
+    def __init__(self, n, seed=0):
+        self.values = torch.rand(n, generator=torch.Generator().manual_seed(seed))
+
+    def __call__(self, inv, active, t):
+        return self.values[active]
+
+
+@pytest.mark.parametrize("descending", [True, False])
+def test_planted_scores_pri_detaches_and_smi_keeps_the_top_patches(monkeypatch, descending):
+    """With known scores PRI's first image is exactly the N // v top-scoring patches and SMI keeps
+    exactly its top ones; a schedule that ranked the other way round fails this test."""
+    import pri.schedules as S
+
+    plant = _Planted(49)
+    monkeypatch.setattr(Inverter, "score", lambda inv, active, t: plant(inv, active, t))
+    if not descending:  # the sort order flipped: the test must notice
+        monkeypatch.setattr(S, "_rank", lambda score: torch.sort(score, dim=1, descending=False, stable=True).indices)
+    top = torch.argsort(plant.values, descending=True)
+    pri = invert(_teacher(), PRI(4), _cfg(iterations=8, batch=8))
+    first = pri["masks"][pri["stage"] == 0]
+    want_pri = torch.zeros(49, dtype=torch.bool).scatter_(0, top[:12], True)
+    smi = invert(_teacher(), SMI([2, 5], keep=[20, 9]), _cfg(iterations=8, batch=4))
+    want_smi = torch.zeros(49, dtype=torch.bool).scatter_(0, top[:9], True)
+    ok = bool((first == want_pri).all()) and bool((smi["masks"] == want_smi).all())
+    assert ok == descending
+
+
+def test_random_weights_are_seeded(tmp_path):
+    """Without a checkpoint the teacher's random weights come from --seed: two identical runs give
+    identical pools (they did not, before), and the ledger records the seed."""
+    from pri.cli import main
+
+    args = ["invert", "--model", "deit_tiny_patch16_224", "--num-classes", "10", "--device", "cpu", "--seed", "3",
+            "--method", "pri", "--v", "4", "--iterations", "8", "--batch", "4", "--threads", "1", "--no-progress"]
+    pools = []
+    for name in ("a.pt", "b.pt"):
+        assert main(args + ["--out", str(tmp_path / name)]) == 0
+        pools.append(torch.load(tmp_path / name, weights_only=True))
+    assert torch.equal(pools[0]["images"], pools[1]["images"]) and torch.equal(pools[0]["masks"], pools[1]["masks"])
+    assert pools[0]["ledger"]["teacher"]["sha256"] == "random-init" and "init_seed" in pools[0]["ledger"]["teacher"]

@@ -4,8 +4,11 @@ import json
 import os
 
 TABLES = {
+    "verdicts": "Claims",
     "claims": "Claims",
+    "differences": "Claims",
     "accuracy": "Accuracy",
+    "quantization": "Quantisation",
     "efficiency": "Efficiency",
     "theorem1": "Efficiency",
     "teachers": "Provenance",
@@ -13,7 +16,11 @@ TABLES = {
     "skipped": "Provenance",
 }
 PLOTS = {
+    "forest": "Claims",
     "accuracy_vs_sparsity": "Accuracy",
+    "update_counts": "Controls",
+    "accuracy_vs_compute": "Controls",
+    "quantization": "Quantisation",
     "synthetic_grid": "Synthetic images",
     "pri_stages": "Synthetic images",
     "flops": "Efficiency",
@@ -27,6 +34,7 @@ rule analysis:
         teachers=PLAN.teacher_metrics(),
         distill=PLAN.distill_targets(),
         pools=PLAN.all_pools(),
+        quantize=PLAN.quantize_targets(),
         efficiency=PLAN.efficiency_targets(),
     output:
         claims=f"{P.analysis}/claims.csv",
@@ -45,4 +53,4 @@ rule analysis:
     shell:
         "{params.py} -m analysis --out {params.out:q} --missing {params.missing:q} --claims-config {params.claims:q} "
         "--teachers {input.teachers:q} --distill {input.distill:q} --pools {input.pools:q} "
-        "--efficiency {input.efficiency:q} > {log:q} 2>&1"
+        "--efficiency {input.efficiency:q} --quantize {input.quantize:q} > {log:q} 2>&1"

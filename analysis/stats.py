@@ -1,0 +1,137 @@
+"""The one rule by which every claim gets its verdict, and the intervals it reads.
+
+A claim is a region of the true difference (``PRI - SMI >= -delta``, ``random - attention in
+[-delta, +delta]``, ``PRI - SMI in [6, 19]``, ...). From the data, an interval of the difference at
+a stated level: inside the region -> supported; disjoint from it -> not supported; otherwise
+inconclusive. A wider interval (more noise, fewer seeds) can therefore only move a verdict
+towards inconclusive, never make it supported. delta comes from the config, fixed before a run.
+
+Intervals: per-seed paired differences give a t-interval (seed s gives every method the same
+labels, student initialisation and data order); per-image data (teacher confidence) give a
+two-level bootstrap (seeds, then images within each seed).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_RUN = "supported", "not supported", "inconclusive", "not run"
+LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Region:
+    """An interval of the real line; ``lo``/``hi`` may be infinite, each end open or closed."""
+    lo: float = -math.inf
+    hi: float = math.inf
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def contains(self, x: float) -> bool:
+        above = x > self.lo if self.lo_open else x >= self.lo
+        below = x < self.hi if self.hi_open else x <= self.hi
+        return above and below
+
+    def contains_interval(self, lo: float, hi: float) -> bool:
+        return self.contains(lo) and self.contains(hi)
+
+    def disjoint(self, lo: float, hi: float) -> bool:
+        """No point of [lo, hi] lies in the region."""
+        if hi < self.lo or (hi == self.lo and self.lo_open):
+            return True
+        return lo > self.hi or (lo == self.hi and self.hi_open)
+
+    def text(self, unit: str = "") -> str:
+        def num(v):
+            return ("-inf" if v < 0 else "+inf") if math.isinf(v) else f"{v:+g}"
+
+        left = "(" if self.lo_open or math.isinf(self.lo) else "["
+        right = ")" if self.hi_open or math.isinf(self.hi) else "]"
+        return f"{left}{num(self.lo)}, {num(self.hi)}{right}{(' ' + unit) if unit else ''}"
+
+
+def at_least(x: float) -> Region:
+    return Region(lo=x)
+
+
+def above(x: float) -> Region:
+    return Region(lo=x, lo_open=True)
+
+
+def within(lo: float, hi: float) -> Region:
+    return Region(lo=lo, hi=hi)
+
+
+def verdict(lo: float, hi: float, region: Region) -> str:
+    """supported if [lo, hi] lies inside ``region``, not supported if it lies entirely outside,
+    inconclusive otherwise (an unknown or infinite interval is inconclusive)."""
+    if lo is None or hi is None or math.isnan(lo) or math.isnan(hi):
+        return INCONCLUSIVE
+    if region.contains_interval(lo, hi):
+        return SUPPORTED
+    if region.disjoint(lo, hi):
+        return NOT_SUPPORTED
+    return INCONCLUSIVE
+
+
+def combine(verdicts) -> str:
+    """A claim made of several comparisons (e.g. 'at every v'): supported when every part is,
+    not supported when any part is, inconclusive otherwise."""
+    v = [x for x in verdicts if x != NOT_RUN]
+    if not v:
+        return NOT_RUN
+    if NOT_SUPPORTED in v:
+        return NOT_SUPPORTED
+    return SUPPORTED if all(x == SUPPORTED for x in v) else INCONCLUSIVE
+
+
+@dataclass
+class Interval:
+    estimate: float
+    lo: float
+    hi: float
+    n: int
+    level: float
+    method: str
+    sd: float = math.nan
+
+    @property
+    def half_width(self) -> float:
+        return (self.hi - self.lo) / 2
+
+
+def t_interval(diffs, level: float = LEVEL) -> Interval:
+    """Mean of paired differences with its Student-t interval; fewer than two: an infinite interval."""
+    from scipy import stats
+
+    d = np.asarray([x for x in diffs if x is not None and not math.isnan(x)], dtype=np.float64)
+    n = int(d.size)
+    if n == 0:
+        return Interval(math.nan, math.nan, math.nan, 0, level, "t (paired by seed)")
+    mean = float(d.mean())
+    if n < 2:
+        return Interval(mean, -math.inf, math.inf, n, level, "t (paired by seed)")
+    sd = float(d.std(ddof=1))
+    h = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return Interval(mean, mean - h, mean + h, n, level, "t (paired by seed)", sd)
+
+
+def hierarchical_bootstrap(groups, stat, level: float = LEVEL, reps: int = 2000, seed: int = 0) -> Interval:
+    """Percentile interval of ``mean over groups of stat(group)``, resampling the groups and,
+    within each, the rows of every array the group holds (independently per array).
+
+    ``groups``: a list (one per seed) of tuples of 1-D arrays; ``stat(*arrays) -> float``."""
+    rng = np.random.default_rng(seed)
+    groups = [tuple(np.asarray(a, dtype=np.float64) for a in g) for g in groups]
+    est = float(np.mean([stat(*g) for g in groups])) if groups else math.nan
+    if len(groups) == 0:
+        return Interval(math.nan, math.nan, math.nan, 0, level, "bootstrap")
+    vals = np.empty(reps)
+    for r in range(reps):
+        pick = rng.integers(0, len(groups), len(groups))
+        vals[r] = np.mean([stat(*(a[rng.integers(0, len(a), len(a))] for a in groups[i])) for i in pick])
+    lo, hi = np.quantile(vals, [0.5 - level / 2, 0.5 + level / 2])
+    return Interval(est, float(lo), float(hi), len(groups), level,
+                    f"bootstrap ({reps} resamples of seeds, then images within each)")

@@ -1,0 +1,172 @@
+"""Bad input fails before the work, in one line naming the option, with nothing left behind; outputs
+respect the umask; a terminated writer leaves no temporary (README: "What bad input gets")."""
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from pri.cli import main
+from pri.io import atomic_path, atomic_write_json
+from pri.models import build_model, save_checkpoint
+
+INV = ["invert", "--model", "vit_pico_patch4_28", "--method", "pri", "--v", "4", "--iterations", "8", "--batch", "8",
+       "--device", "cpu", "--no-progress", "--threads", "1"]
+EFF = ["efficiency", "--model", "vit_pico_patch4_28", "--iterations", "20", "--batch", "4", "--what", "cost",
+       "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("inputs")
+    torch.manual_seed(0)
+    teacher = d / "teacher.pt"
+    save_checkpoint(str(teacher), build_model("vit_pico_patch4_28"), "vit_pico_patch4_28", (0.5,), (0.5,),
+                    {"recipe": {"dataset": "fashion_mnist"}})
+    nan = build_model("vit_pico_patch4_28").state_dict()
+    nan["head.weight"] = torch.full_like(nan["head.weight"], float("nan"))
+    torch.save(nan, d / "nan.pth")
+    (d / "empty.pt").write_bytes(b"")
+    (d / "text.pt").write_text("just some text\n" * 10)
+    pool = d / "pool.pt"
+    assert main(INV + ["--checkpoint", str(teacher), "--out", str(pool)]) == 0
+    empty_pool = torch.load(pool, weights_only=True)
+    for k in ("images", "masks", "labels", "trajectory", "stage", "updates"):
+        empty_pool[k] = empty_pool[k][:0]
+    torch.save(empty_pool, d / "pool0.pt")
+    no_ledger = torch.load(pool, weights_only=True)
+    del no_ledger["ledger"]
+    torch.save(no_ledger, d / "noledger.pt")
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {d / 'PWNED'}",))
+
+    torch.save({"images": Evil()}, d / "evil.pt")
+    ro = d / "ro"
+    ro.mkdir()
+    os.chmod(ro, 0o500)
+    (d / "afile").write_text("x")
+    return d
+
+
+BAD = [
+    # pri invert
+    (INV + ["--lr", "-1"], "--lr"),
+    (INV + ["--lr", "nan"], "--lr"),
+    (INV + ["--tv-weight", "-1"], "--tv-weight"),
+    (INV + ["--jitter", "2"], "--jitter"),
+    (INV + ["--num-classes", "0"], "--num-classes"),
+    (INV + ["--img-size", "7"], "--img-size"),
+    (INV + ["--seed", "99999999999999999999"], "--seed"),
+    (INV + ["--score-layer", "99"], "--score-layer"),
+    (INV + ["--checkpoint", "{d}/nan.pth"], "--checkpoint"),
+    (INV + ["--checkpoint", "{d}/text.pt"], "--checkpoint"),
+    (INV + ["--checkpoint", "{d}/evil.pt"], "--checkpoint"),
+    (INV + ["--checkpoint", "{d}/teacher.pt", "--out@", "{d}/teacher.pt"], "--out"),
+    (INV + ["--out@", "/proc/x.pt"], "--out"),
+    (INV + ["--out@", "/sys/pri_x.pt"], "--out"),
+    (INV + ["--out@", "{d}"], "--out"),
+    (INV + ["--out@", "{d}/afile/x.pt"], "--out"),
+    (INV + ["--schedule", "pri_v4"], "--method"),  # both a tag and --method
+    (INV[:3] + ["--schedule", "pri_v4", "--rerank-every", "5"] + INV[7:], "--rerank-every"),
+    # pri efficiency
+    (EFF + ["--schedules", "pri_v0"], "--schedules"),
+    (EFF + ["--schedules", "smi_default", "--img-size", "30"], "--img-size"),
+    (EFF + ["--schedules", "standard", "--vs", "100"], "--vs"),
+    (EFF + ["--schedules", "nope_v2"], "--schedules"),
+    # pri distill
+    (["distill", "--pool", "{d}/empty.pt", "--teacher", "{d}/teacher.pt"], "--pool"),
+    (["distill", "--pool", "{d}/pool0.pt", "--teacher", "{d}/teacher.pt"], "--pool"),
+    (["distill", "--pool", "{d}/evil.pt", "--teacher", "{d}/teacher.pt"], "--pool"),
+    (["distill", "--pool", "{d}/noledger.pt", "--teacher", "{d}/teacher.pt"], "--teacher"),
+    (["distill", "--pool", "{d}/pool.pt", "--teacher", "{d}/teacher.pt", "--lr", "nan"], "--lr"),
+    (["distill", "--pool", "{d}/pool.pt", "--teacher", "{d}/teacher.pt", "--kd-runs", "0"], "--kd-runs"),
+    # pri teacher
+    (["teacher", "--dataset", "digits", "--model", "vit_pico_patch2_8", "--out@", "{d}/t.pt", "--metrics",
+      "/proc/m.json"], "--metrics"),
+    (["teacher", "--dataset", "digits", "--model", "vit_pico_patch2_8", "--out@", "{d}/t.pt", "--lr", "inf"], "--lr"),
+]
+
+
+@pytest.mark.parametrize("argv,option", BAD, ids=[f"{a[0]}-{o}-{i}" for i, (a, o) in enumerate(BAD)])
+def test_one_line_naming_the_option_before_any_work(argv, option, files, tmp_path, capsys):
+    argv = [a.replace("{d}", str(files)) for a in argv]
+    out = str(tmp_path / "out.pt")
+    if "--out@" in argv:
+        i = argv.index("--out@")
+        argv[i], out = "--out", argv[i + 1]
+    else:
+        argv += ["--out", out]
+    before = set(os.listdir(tmp_path)) | set(os.listdir(files))
+    t0 = time.perf_counter()
+    rc = main(argv)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1 and f"error: {option}:" in lines[0], err
+    assert "Traceback" not in err and "weights_only=False to" not in err
+    assert set(os.listdir(tmp_path)) | set(os.listdir(files)) == before  # nothing written, nothing left
+    assert time.perf_counter() - t0 < 30  # refused before the work (a second or two of loading at most)
+    assert not (files / "PWNED").exists()
+
+
+def test_outputs_respect_the_umask(tmp_path):
+    for mask, mode in ((0o022, 0o644), (0o077, 0o600), (0o002, 0o664)):
+        old = os.umask(mask)
+        try:
+            p = tmp_path / f"m{mask:o}.json"
+            atomic_write_json(str(p), {"a": 1})
+            assert (p.stat().st_mode & 0o777) == mode, oct(p.stat().st_mode)
+        finally:
+            os.umask(old)
+    # a real command's output too (tempfile would have made it 0600 whatever the umask)
+    old = os.umask(0o022)
+    try:
+        assert main(INV + ["--out", str(tmp_path / "pool.pt")]) == 0
+    finally:
+        os.umask(old)
+    assert (tmp_path / "pool.pt").stat().st_mode & 0o777 == 0o644
+
+
+def test_stale_temporaries_are_cleaned_and_errors_leave_none(tmp_path):
+    target = tmp_path / "pool.pt"
+    stale = tmp_path / ".pool.pt.abc123.part"  # what a SIGKILL during a save leaves
+    stale.write_bytes(b"half")
+    with atomic_path(str(target)) as tmp:
+        assert not stale.exists()
+        with open(tmp, "wb") as f:
+            f.write(b"whole")
+    assert target.read_bytes() == b"whole" and os.listdir(tmp_path) == ["pool.pt"]
+    with pytest.raises(RuntimeError):
+        with atomic_path(str(tmp_path / "other.pt")) as tmp:
+            open(tmp, "wb").write(b"partial")
+            raise RuntimeError("killed")
+    assert sorted(os.listdir(tmp_path)) == ["pool.pt"]
+
+
+def test_sigterm_leaves_no_output_and_no_temporary(tmp_path):
+    """Slurm sends SIGTERM at a time limit: the command stops with exit 143 and writes nothing."""
+    out = tmp_path / "pool.pt"
+    argv = [sys.executable, "-m", "pri", "invert", "--model", "vit_pico_patch4_28", "--method", "dmi",
+            "--iterations", "100000", "--batch", "8", "--no-progress", "--device", "cpu", "--threads", "1",
+            "--out", str(out)]
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(6)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143 and "terminated" in err, err
+    assert os.listdir(tmp_path) == []
+
+
+def test_pickle_in_a_pool_is_refused_without_running_it(files, capsys):
+    rc = main(["distill", "--pool", str(files / "evil.pt"), "--teacher", str(files / "teacher.pt"),
+               "--out", str(files / "x.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "refused" in err and "could run code" in err and not (files / "PWNED").exists()
+    with open(files / "evil.pt", "rb"):  # the file would run code with an unsafe loader
+        pass
+    assert pickle is not None

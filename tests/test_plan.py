@@ -1,0 +1,165 @@
+"""The plan of a run: pairing and independence of seeds, balanced labels, the controls' image
+counts, and config mistakes found before any job (naming the key)."""
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from pri.engine import assign_labels
+from pri.errors import PriError
+from pri.plan import Plan, inversion_seed
+from pri.schedules import Spec
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def config(name: str, **changes) -> dict:
+    """A config file with the schema's defaults filled in (as Snakemake's validate does)."""
+    from snakemake.utils import validate
+
+    cfg = yaml.safe_load((ROOT / "config" / name).read_text())
+    for dotted, value in changes.items():
+        node = cfg
+        *parents, last = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    validate(cfg, str(SCHEMA))
+    return cfg
+
+
+def invert_jobs(plan: Plan):
+    for tid in plan.active:
+        for s in plan.sweeps(tid):
+            for seed in s.seeds:
+                for b in range(s.batches):
+                    yield tid, s, seed, b
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "test.yaml", "paper.yaml"])
+@pytest.mark.parametrize("batches", [1, 4, 100])
+def test_no_two_jobs_share_an_inversion_seed(name, batches, monkeypatch):
+    """Every (sweep, seed, batch) inverts from its own seed; the tags of one share it (pairing).
+    (config/paper.yaml: its data is absent here, so its plan is checked with the seeds alone.)"""
+    cfg = config(name, **{"inversion.batches": batches, "on_missing": "skip"})
+    seeds = [int(s) for s in cfg["inversion"]["seeds"]]
+    sweeps = ["main", "iso112", "iso56", "class0", "class3"]
+    got = {}
+    for sw in sweeps:
+        for s in seeds:
+            for b in range(batches):
+                got.setdefault(inversion_seed(s, sw, b), []).append((sw, s, b))
+    assert all(len(v) == 1 for v in got.values()), [v for v in got.values() if len(v) > 1]
+    # the old rule (batch b of seed s: s * 1000 + b, batch 0: s) made seed 0 batch 1 equal seed 1 batch 0
+    assert inversion_seed(0, "main", 1) != inversion_seed(1, "main", 0)
+    if name != "paper.yaml":
+        plan = Plan(cfg)
+        args = {}
+        for tid, s, seed, b in invert_jobs(plan):
+            per_tag = {tag: plan.invert_args(tid, s.name, tag, seed, b) for tag in s.tags}
+            seed_of = {tag: a[a.index("--seed") + 1] for tag, a in per_tag.items()}
+            assert len(set(seed_of.values())) == 1  # every method of a seed inverts from the same seed
+            args.setdefault(next(iter(seed_of.values())), []).append((tid, s.name, seed, b))
+        assert all(len(v) == 1 for v in args.values())
+
+
+def test_labels_are_balanced_and_paired_across_methods():
+    """Trajectories get floor or ceil of their share per class, across all the batches of a seed;
+    with M a multiple of C * v for every v, every method has the same label per output image."""
+    C, M = 10, 280
+    per_image = {}
+    for v in (1, 2, 4, 7):
+        labels = torch.cat([assign_labels(M // v // 2, C, label_seed=5, part=p, parts=2) for p in range(2)])
+        counts = torch.bincount(labels, minlength=C)
+        assert int(counts.max() - counts.min()) <= 1, (v, counts)
+        per_image[v] = labels.repeat_interleave(v)
+    assert all(torch.equal(per_image[1], per_image[v]) for v in (2, 4, 7))
+    # an image count that is not such a multiple: still balanced per trajectory, for every v
+    for v in (2, 4, 7):
+        for total in (112, 126, 1000):
+            counts = torch.bincount(assign_labels(total // v, C, label_seed=1), minlength=C)
+            assert int(counts.max() - counts.min()) <= 1
+    # another seed, another class order; classes restricted to one (one-class inversion)
+    assert not torch.equal(assign_labels(20, C, 1), assign_labels(20, C, 2))
+    assert set(assign_labels(20, C, 1, classes=[3]).tolist()) == {3}
+
+
+def test_unbalanced_labels_would_fail(monkeypatch):
+    """The balance check above is not vacuous: the engine's former rule (a random offset then a
+    permutation per job) is unbalanced across the jobs of a seed."""
+    def old(b, k, seed):
+        g = torch.Generator().manual_seed(seed)
+        off = int(torch.randint(k, (1,), generator=g))
+        return ((torch.arange(b) + off) % k)[torch.randperm(b, generator=g)]
+
+    labels = torch.cat([old(16, 10, 1000 * s) for s in range(4)])
+    counts = torch.bincount(labels, minlength=10)
+    assert int(counts.max() - counts.min()) > 1
+
+
+def test_iso_compute_image_counts_equal_budget_over_cost_within_a_trajectory():
+    from pri.cost import schedule_cost
+
+    cfg = config("config.yaml", **{"controls.iso_compute.budgets": [56, 112],
+                                   "controls.iso_compute.tags": ["dmi", "smi_v7", "pri_v4", "pri_v7"]})
+    plan = Plan(cfg)
+    tid = plan.active[0]
+    d, T = plan._dims(tid), cfg["inversion"]["iterations"]
+    cost = {t: schedule_cost(d, Spec.parse(t).build(d.num_patches, T), T)["total"] for t in ("dmi", "smi_v7", "pri_v4",
+                                                                                            "pri_v7")}
+    for budget in (56, 112):
+        s = plan.sweep(tid, f"iso{budget}")
+        for tag, n in s.images.items():
+            k = Spec.parse(tag).build(d.num_patches, T).images_per_trajectory()
+            exact = budget * cost["dmi"] / cost[tag]
+            assert n % k == 0 and exact - k < n <= exact + 1e-6, (tag, n, exact)
+    assert plan.sweep(tid, "iso112").images["dmi"] == 112
+    assert plan.sweep(tid, "iso112").images["pri_v7"] > 10 * 112  # about 12x DMI's images at v = 7
+
+
+@pytest.mark.parametrize("change,key", [
+    ({"distill.student": "not_a_vit"}, "distill.student"),
+    ({"teachers.digits.student": "nope_vit"}, "teachers.digits.student"),
+    ({"efficiency.models": ["deit_tiny_patch16_224", "not_a_vit"]}, "efficiency.models.1"),
+    ({"inversion.methods": ["dmi", "pri_v17"]}, "inversion.methods"),  # 16 patches
+    ({"inversion.methods": ["dmi", "pri_v4"], "inversion.iterations": 3}, "inversion.iterations"),
+    ({"inversion.images": 3}, "inversion.images"),  # fewer than v = 4
+    ({"distill.images": 17}, "distill.images"),  # the pools hold 16
+    ({"inversion.iterations": 1}, "inversion.iterations"),  # SMI's prune points do not fit
+    ({"inversion.methods": ["dmi", "dmi"]}, "inversion.methods"),
+    ({"inversion.methods": ["dmi", "pri_vx"]}, "inversion.methods"),
+    ({"quantize.calib_images": 40}, "quantize.calib_images"),
+    ({"controls.one_class.class": 12}, "controls.one_class.class"),
+    ({"efficiency.time_tags": ["dmi", "nope"]}, "efficiency.time_tags.1"),
+])
+def test_config_mistakes_are_found_when_planning(change, key):
+    cfg = config("test.yaml", **change)
+    with pytest.raises(PriError) as e:
+        Plan(cfg)
+    assert e.value.option == key, e.value
+
+
+def test_a_teacher_runs_only_the_tasks_it_can():
+    cfg = config("test.yaml", **{"distill.head_only": True})
+    plan = Plan(cfg)
+    assert plan.tasks["digits"] == ["quantize"] and plan.distill_targets() == []
+    (m,) = plan.missing
+    assert m.task == "distill" and m.key == "distill.student_checkpoint" and "head_only" in m.reason
+    assert plan.quantize_targets() and plan.all_pools()  # its pools still serve quantisation
+    cfg = config("test.yaml", **{"teachers.digits.tasks": ["distill"]})
+    assert Plan(cfg).quantize_targets() == []
+
+
+def test_plan_is_cheap_and_loads_no_dataset(monkeypatch):
+    import pri.data
+
+    def refuse(*a, **k):
+        raise AssertionError("the plan loaded a dataset")
+
+    monkeypatch.setattr(pri.data, "load_dataset", refuse)
+    cfg = copy.deepcopy(config("config.yaml"))
+    plan = Plan(cfg)
+    assert plan.active == ["fmnist"] and plan.all_pools()
