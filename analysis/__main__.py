@@ -44,6 +44,7 @@ def main(argv=None) -> int:
         atomic_write_text(os.path.join(a.out, f"{name}_tidy.csv"), d[name].to_csv(index=False))
     write_table(d["accuracy"], a.out, "accuracy", f"accuracy track not run: {why}")
     write_table(d["differences"], a.out, "differences", "no paired differences")
+    write_table(d["power"], a.out, "power", "no paired differences")
     write_table(d["quantize_table"], a.out, "quantization", "quantisation is off")
     write_table(d["efficiency"], a.out, "efficiency", "efficiency track not run")
     write_table(d["theorem1"], a.out, "theorem1", "efficiency track not run")

@@ -313,6 +313,23 @@ def _w1_difference(teacher, sweep, a, b, syn_conf, real, level, reps):
     return iv, int(np.mean([len(g[0]) for g in groups]))
 
 
+POWER = {"3a": "pri-smi", "3b": "pri-dmi", "5": "random-attention"}
+
+
+def power(diffs: pd.DataFrame) -> pd.DataFrame:
+    """The half-widths of the accuracy claims' differences (3a, 3b, 5) and their median: how
+    precisely this design can decide them."""
+    if diffs.empty:
+        return pd.DataFrame()
+    d = diffs[diffs.comparison.isin(POWER.values()) & (diffs.sweep == "main")]
+    d = d.assign(claim=d.comparison.map({v: k for k, v in POWER.items()}))
+    rows = d[["claim", "teacher", "a", "b", "n", "sd", "half_width", "level"]].to_dict("records")
+    if rows:
+        rows.append({"claim": "median", "teacher": "", "a": "", "b": "", "n": int(d.n.median()),
+                     "sd": float(d.sd.median()), "half_width": float(d.half_width.median()), "level": d.level.iloc[0]})
+    return pd.DataFrame(rows)
+
+
 def accuracy_table(acc: pd.DataFrame, pool_rows: pd.DataFrame, teacher_rows: pd.DataFrame) -> pd.DataFrame:
     """Per teacher, sweep and tag: the students' top-1 over seeds, measured sparsity, images, speed."""
     if acc.empty:
@@ -401,5 +418,6 @@ def load_all(teacher_paths, distill_paths, pool_paths, efficiency_paths, quantiz
     return {"teachers": t, "distill": acc, "pools": pool_rows, "curves": curves, "updates": updates, "first": first,
             "flops": flops, "times": times, "theorem1": theorem, "quantize": quant, "differences": diffs,
             "accuracy": accuracy_table(acc, pool_rows, t), "quantize_table": quantize_table(quant),
+            "power": power(diffs),
             "iso": iso_table(acc, pool_rows), "efficiency": efficiency_table(flops, times),
             "efficiency_curves": efficiency_curves(flops), "versions": versions(pool_rows, times)}

@@ -409,9 +409,13 @@ def _print(name: str, res: dict) -> None:
                   + f", eval b512 {r['eval']['seconds'] * 1e3:.1f} ms, teacher sparse b512 "
                   f"{r['teacher_sparse_fwd']['seconds'] * 1e3:.1f} ms", flush=True)
     elif name.startswith("paper_"):
+        from pri.cost import speedups
+
+        over = {k: speedups(res["rows"], k) for k in ("time_seconds_per_image", "cost_macs_total")}
         for r in res["rows"]:
-            print(f"   {r['tag']:<8s} {r['time_seconds_per_image']:.4f} s/img  x DMI time {r.get('time_dmi_over', 0):.2f}"
-                  f"  x DMI MACs {r.get('cost_dmi_over', 0):.2f}  peak {r['time_peak_memory_mb']:.0f} MB", flush=True)
+            print(f"   {r['tag']:<8s} {r['time_seconds_per_image']:.4f} s/img  x DMI time "
+                  f"{over['time_seconds_per_image'].get(r['tag'], 0):.2f}  x DMI MACs "
+                  f"{over['cost_macs_total'].get(r['tag'], 0):.2f}  peak {r['time_peak_memory_mb']:.0f} MB", flush=True)
         for tag, sts in res["stages"].items():
             print(f"   {tag}: " + ", ".join(f"{s['active']}@{s['trajectories']}:{s['step_seconds'] * 1e3:.2f}ms"
                                           for s in sts), flush=True)

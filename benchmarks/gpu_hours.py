@@ -109,7 +109,8 @@ def main(argv=None) -> int:
     inv_dtype = cfg.get("dtype", "fp32")
     T = inv["iterations"]
     eval_every = int(dis.get("eval_every") or 0)
-    hours = {k: 0.0 for k in ("teacher", "invert", "distill", "quantize", "efficiency_time")}
+    families = ["teacher"] + [f"{r} ({k})" for r in ("invert", "distill") for k in ("main", "iso", "oneclass")]
+    hours = {k: 0.0 for k in families + ["quantize", "efficiency_time"]}
     jobs = dict.fromkeys(hours, 0)
     for tid in plan.active:
         t = plan.teachers[tid]
@@ -127,8 +128,8 @@ def main(argv=None) -> int:
         for sw in plan.sweeps(tid):
             for tag in sw.tags:
                 per = inversion_seconds(model, tag, T, sw.images[tag], steps_of[inv_dtype])
-                hours["invert"] += per * len(sw.seeds) * sw.batches / 3600
-            jobs["invert"] += len(sw.seeds) * sw.batches
+                hours[f"invert ({sw.kind})"] += per * len(sw.seeds) * sw.batches / 3600
+            jobs[f"invert ({sw.kind})"] += len(sw.seeds) * sw.batches
             if plan.runs(tid, "distill"):
                 student, _, _ = plan.student_of(tid)
                 st = train[student]
@@ -140,8 +141,8 @@ def main(argv=None) -> int:
                     per_job = (dis["steps"] * kd + evals * test_batches * st["eval"]["seconds"]) * dis.get("kd_runs", 1)
                     # the teacher's outputs on every synthetic image (and its augmentations, when precomputed)
                     per_job += math.ceil(images / EVAL_BATCH) * train[model]["teacher_sparse_fwd"]["seconds"]
-                    hours["distill"] += per_job * len(sw.seeds) / 3600
-                jobs["distill"] += len(sw.seeds)
+                    hours[f"distill ({sw.kind})"] += per_job * len(sw.seeds) / 3600
+                jobs[f"distill ({sw.kind})"] += len(sw.seeds)
         if plan.runs(tid, "quantize") and q.get("enabled"):
             settings = max(len(q["w_bits"]), len(q["a_bits"]))
             evals = settings * q["draws"] * len(plan.quant_tags(tid)) * len(plan.sweep(tid, "main").seeds)
@@ -151,7 +152,7 @@ def main(argv=None) -> int:
     if eff.get("enabled", True):
         # the efficiency_time rule: efficiency.time_tags (default: efficiency.tags, else the sweep's) at time_batch
         step = steps_of[eff.get("dtype", "fp32")]
-        for model in eff["models"]:
+        for model in eff.get("time_models") or eff["models"]:
             for tag in eff.get("time_tags") or eff.get("tags") or plan.tags:
                 hours["efficiency_time"] += inversion_seconds(model, tag, eff["iterations"],
                                                               eff.get("time_batch") or eff["batch"],
@@ -161,14 +162,16 @@ def main(argv=None) -> int:
     for dtype, st in steps_of.items():
         print(f"inversion steps ({dtype}): interpolated between {len(st.by_model['*'])} measured stages")
     print()
-    basis = {"teacher": "fine-tuning steps, measured", "invert": f"stage-sampled ({inv_dtype}), interpolated",
-             "distill": "KD and evaluation steps, measured",
+    basis = {"teacher": "fine-tuning steps, measured",
+             **{f"invert ({k})": f"stage-sampled ({inv_dtype}), interpolated" for k in ("main", "iso", "oneclass")},
+             **{f"distill ({k})": "KD and evaluation steps, measured" for k in ("main", "iso", "oneclass")},
              "quantize": f"evaluation steps, measured, x{QUANT_OVER_FP} for fake-quant",
              "efficiency_time": f"stage-sampled ({eff.get('dtype', 'fp32')}), interpolated"}
     print("| rule family | jobs | GPU hours on one H200 | from |\n|---|---|---|---|")
     for name, h in hours.items():
-        print(f"| {name} | {jobs[name]} | {h:.1f} | {basis[name]} |")
-    print(f"| total | {sum(jobs.values())} | {sum(hours.values()):.1f} | |")
+        if jobs[name]:
+            print(f"| {name} | {jobs[name]} | {h:.2f} | {basis[name]} |")
+    print(f"| total | {sum(jobs.values())} | {sum(hours.values()):.2f} | |")
     return 0
 
 

@@ -34,6 +34,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The parser; subcommand modules are imported only for the subcommand asked for."""
     parser = argparse.ArgumentParser(prog="pri", description="Data-free model inversion of Vision Transformers")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub.add_parser("batch", help="run several pri commands in one process: pri batch CMD ARGS [:: CMD ARGS ...]")
     for name, (modname, help_) in SUBCOMMANDS.items():
         if name != only:
             sub.add_parser(name, help=help_)

@@ -363,13 +363,7 @@ def check_dataset(name: str, root: str | None, split: str, option: str = "--data
     split = "test" if split == "test" else "train"
     if name == "digits":
         return
-    if root is None:
-        root = DEFAULT_ROOTS.get(name)
-        if root is None:
-            raise _missing(name, split, [f"no {option} given"], option)
-    root = os.path.expanduser(str(root))
-    if not os.path.isdir(root):
-        raise _missing(name, split, [f"{root} (no such folder)"], option)
+    root = _root(name, root, split, option)
     if name == "fashion_mnist":
         prefix = "train" if split == "train" else "t10k"
         stems = {"images": [f"{prefix}-images-idx3-ubyte", f"{prefix}-images.idx3-ubyte"],
@@ -401,22 +395,10 @@ def load_dataset(name: str, root: str | None = None, split: str = "train", optio
     _check_name(name)
     _check_split(split)
     files = "test" if split == "test" else "train"
-    if name == "digits":
-        x, y, meta = _load_digits(files, option)
-    else:
-        if root is None:
-            root = DEFAULT_ROOTS.get(name)
-            if root is None:
-                raise _missing(name, split, [f"no {option} given"], option)
-        root = os.path.expanduser(str(root))
-        if not os.path.isdir(root):
-            raise _missing(name, split, [f"{root} (no such folder)"], option)
-        if name == "fashion_mnist":
-            x, y, meta = _load_fashion_mnist(root, files, option)
-        elif name in ("cifar10", "cifar100"):
-            x, y, meta = _load_cifar(name, root, files, option)
-        else:
-            x, y, meta = _load_imagefolder(root, files, option, img_size)
+    if name != "digits":
+        root = _root(name, root, split, option)
+    x, y, meta = _read_files(name, root, files, option, int(img_size))
+    meta = dict(meta)
     if files == "train":
         held = holdout_mask(y)
         keep = torch.nonzero(held if split == "val" else ~held).flatten()
@@ -426,6 +408,59 @@ def load_dataset(name: str, root: str | None = None, split: str = "train", optio
     mean, std = dataset_mean_std(name)
     meta.update(name=name, split=split, num_images=int(len(y)), mean=list(mean), std=list(std))
     return x, y, meta
+
+
+def _root(name: str, root: str | None, split: str, option: str) -> str:
+    """The dataset's folder: ``root``, or the dataset's default location; a clear error if absent."""
+    if root is None:
+        root = DEFAULT_ROOTS.get(name)
+        if root is None:
+            raise _missing(name, split, [f"no {option} given"], option)
+    root = os.path.expanduser(str(root))
+    if not os.path.isdir(root):
+        raise _missing(name, split, [f"{root} (no such folder)"], option)
+    return root
+
+
+def for_teacher(teacher, dataset: str | None, root: str | None, split: str, limit: int | None = None,
+                teacher_path: str = "the teacher"):
+    """``(name, images, labels, meta)`` of a split of the dataset a teacher was trained on (``dataset``
+    if given, else the one its checkpoint records), at the teacher's input size, checked against
+    its classes; ``limit``: only the first so many images (smoke tests)."""
+    name = dataset
+    if name is None:
+        trained = teacher.provenance.get("trained") or {}
+        name = (trained.get("recipe") or {}).get("dataset") or (trained.get("test") or {}).get("name")
+        if name is None:
+            raise PriError("--dataset", f"{teacher_path} does not record its dataset: pass --dataset")
+    _check_name(name)
+    x, y, meta = load_dataset(name, root, split, img_size=int(teacher.model.patch_embed.img_size[0]))
+    if int(meta["num_classes"]) != teacher.num_classes:
+        raise PriError("--dataset", f"{name} has {meta['num_classes']} classes, the teacher {teacher.num_classes}")
+    if limit is not None:
+        sel = torch.arange(min(limit, len(y)))
+        x = x[sel] if isinstance(x, torch.Tensor) else torch.utils.data.Subset(x, sel.tolist())
+        y = y[sel]
+    return name, x, y, meta
+
+
+_CACHE: dict = {}
+
+
+def _read_files(name: str, root: str | None, files: str, option: str, img_size: int):
+    """The training or test files of a dataset, read once per process (``pri batch`` runs many
+    commands on the same data); callers never modify the tensors in place."""
+    key = (name, root, files, img_size if name == "imagefolder" else None)
+    if key not in _CACHE:
+        if name == "digits":
+            _CACHE[key] = _load_digits(files, option)
+        elif name == "fashion_mnist":
+            _CACHE[key] = _load_fashion_mnist(root, files, option)
+        elif name in ("cifar10", "cifar100"):
+            _CACHE[key] = _load_cifar(name, root, files, option)
+        else:
+            _CACHE[key] = _load_imagefolder(root, files, option, img_size)
+    return _CACHE[key]
 
 
 def holdout_mask(labels: torch.Tensor) -> torch.Tensor:

@@ -300,25 +300,9 @@ def select_images(args, pools: list[dict], info: list[dict], num_classes: int) -
 
 
 def load_real(args, teacher, split: str):
-    from .data import DATASETS, load_dataset
+    from .data import for_teacher
 
-    name = args.dataset
-    if name is None:
-        trained = teacher.provenance.get("trained") or {}
-        name = (trained.get("recipe") or {}).get("dataset") or (trained.get("test") or {}).get("name")
-        if name is None:
-            raise PriError("--dataset", f"{args.teacher} does not record its dataset: pass --dataset")
-    if name not in DATASETS:
-        raise PriError("--dataset", f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
-    img = int(teacher.model.patch_embed.img_size[0])
-    x, y, meta = load_dataset(name, args.data_root, split, img_size=img)
-    if int(meta["num_classes"]) != teacher.num_classes:
-        raise PriError("--dataset", f"{name} has {meta['num_classes']} classes, the teacher {teacher.num_classes}")
-    if args.limit_test is not None:
-        sel = torch.arange(min(args.limit_test, len(y)))
-        x = x[sel] if isinstance(x, torch.Tensor) else torch.utils.data.Subset(x, sel.tolist())
-        y = y[sel]
-    return name, x, y, meta
+    return for_teacher(teacher, args.dataset, args.data_root, split, args.limit_test, args.teacher)
 
 
 def build_student(args, teacher, device, run: int):

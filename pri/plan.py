@@ -76,7 +76,6 @@ class Plan:
         self.seeds = [int(s) for s in self.inv["seeds"]]
         if len(set(self.seeds)) != len(self.seeds):
             raise PriError("inversion.seeds", f"a seed appears twice: {self.seeds}")
-        self._check_efficiency()
         for name in ("iso_compute", "one_class"):
             for i, t in enumerate((self.ctl.get(name) or {}).get("teachers") or []):
                 if t not in self.teachers:
@@ -91,6 +90,7 @@ class Plan:
             self.missing += [m for m in miss if m.task == "all" or m.task in wanted]
             if self.tasks[tid]:
                 self._sweeps[tid] = self._make_sweeps(tid)
+        self._check_efficiency()
 
     # ---------------------------------------------------------------------------------- checks
     def student_of(self, tid: str) -> tuple[str, str | None, str]:
@@ -112,6 +112,26 @@ class Plan:
         for key in ("tags", "time_tags"):
             for i, t in enumerate(self.eff.get(key) or []):
                 Spec.parse(t, f"efficiency.{key}.{i}")
+        from .cost import dims_of
+
+        for i, m in enumerate(self.eff.get("time_models") or []):
+            if m not in self.eff["models"]:
+                raise PriError(f"efficiency.time_models.{i}", f"{m!r} is not among efficiency.models")
+        T, img = int(self.eff["iterations"]), self.eff.get("img_size")
+        tags = self.eff.get("tags") or [Spec.parse(t).tag for t in self.inv["methods"]]
+        for model in self.eff["models"]:
+            n = dims_of(model, img_size=img).num_patches
+            for key, batch, which in (("batch", self.eff["batch"], tags),
+                                      ("time_batch", self.eff.get("time_batch") or self.eff["batch"],
+                                       self.eff.get("time_tags") or tags)):
+                for tag in which:
+                    try:
+                        Spec.parse(tag).build(n, T).validate(n, T, int(batch))
+                    except PriError as e:
+                        k = {"--batch": f"efficiency.{key}", "--iterations": "efficiency.iterations",
+                             "--prune-at": "efficiency.iterations"}.get(e.option, f"efficiency.{key}")
+                        raise PriError(k, f"{tag} on {model} ({n} patches, T = {T}, {batch} images): "
+                                       f"{e.message}") from e
 
     def _missing_for_teacher(self, tid: str, t: dict) -> list[Missing]:
         from .data import check_dataset
@@ -319,7 +339,9 @@ class Plan:
     def efficiency_targets(self) -> list[str]:
         if not self.eff["enabled"]:
             return []
-        return [self.P.efficiency.format(model=m, what=w) for m in self.eff["models"] for w in ("flops", "time")]
+        timed = self.eff.get("time_models") or self.eff["models"]
+        return ([self.P.efficiency.format(model=m, what="flops") for m in self.eff["models"]]
+                + [self.P.efficiency.format(model=m, what="time") for m in timed])
 
     def teacher_metrics(self) -> list[str]:
         return [self.P.teacher_metrics.format(teacher=t) for t in self.active]
@@ -359,6 +381,8 @@ class Plan:
                 "--seed", 0 if seed is None else seed, "--device", self.config["device"]]
         if t.get("data_root"):
             args += ["--data-root", t["data_root"]]
+        if q.get("test_images"):
+            args += ["--limit-test", q["test_images"]]
         return [str(a) for a in args]
 
     # ---------------------------------------------------------------------------------- batched jobs

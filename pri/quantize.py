@@ -56,7 +56,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -361,42 +360,18 @@ def settings_of(w_bits: list[int], a_bits: list[int]) -> list[tuple[int, int]]:
     return pairs
 
 
-def check_writable(path: str, option: str = "--out") -> None:
-    """Fail now, not after the work, if ``path`` cannot be written (a probe file is created and removed)."""
-    ap = os.path.abspath(path)
-    if os.path.isdir(ap):
-        raise PriError(option, f"{path} is a directory: give a file path such as {os.path.join(path, 'metrics.json')}")
-    if os.path.exists(ap) and not os.path.isfile(ap):
-        raise PriError(option, f"{path} exists and is not a regular file: give another path")
-    d = os.path.dirname(ap)
-    while not os.path.exists(d):
-        d = os.path.dirname(d)
-    if not os.path.isdir(d):
-        raise PriError(option, f"cannot create the folder of {path}: {d} is not a folder")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=".pri-write-probe.", dir=d)
-        os.close(fd)
-        os.remove(probe)
-    except OSError as e:
-        raise PriError(option, f"cannot write under {d} ({e.strerror or type(e).__name__}): give a writable "
-                       "path") from e
-
-
 def draw_generator(seed: int, draw: int) -> tuple[torch.Generator, int]:
     """The generator of calibration draw ``draw`` (and its seed), independent across (seed, draw) pairs."""
-    s = int(np.random.SeedSequence([seed, draw]).generate_state(1)[0])
+    from .io import derive_seed
+
+    s = derive_seed(seed, "calibration", draw)
     return torch.Generator().manual_seed(s), s
 
 
-def _normalise(u8: torch.Tensor, mean, std) -> torch.Tensor:
-    from .data import prepare
-
-    return prepare(u8.float() / 255.0, None, mean, std)
-
-
 def run(args) -> int:
-    from .data import DATASETS, batches, load_dataset, prepare
-    from .io import atomic_write_json, device_name, setup_runtime, versions
+    from .data import batches, for_teacher, prepare
+    from .distill import normalise
+    from .io import atomic_write_json, check_writable, device_name, setup_runtime, versions
     from .models import load_model, read_checkpoint, sha256_file
     from .pool import check_teacher, load_pool
     from .train import evaluate
@@ -463,24 +438,10 @@ def run(args) -> int:
                            f"only {len(pool_images)}: lower --calib-images or give more --pool files")
 
     # --- data ------------------------------------------------------------------------------------
-    ds_name = args.dataset
-    if ds_name is None:
-        trained = teacher.provenance.get("trained") or {}
-        ds_name = (trained.get("recipe") or {}).get("dataset") or (trained.get("test") or {}).get("name")
-        if ds_name is None:
-            raise PriError("--dataset", f"{args.teacher} does not record its dataset: pass --dataset")
-    if ds_name not in DATASETS:
-        raise PriError("--dataset", f"unknown dataset {ds_name!r}: choose one of {', '.join(DATASETS)}")
-    test_x, test_y, test_meta = load_dataset(ds_name, args.data_root, "test", img_size=t_img)
-    if int(test_meta["num_classes"]) != teacher.num_classes:
-        raise PriError("--dataset", f"{ds_name} has {test_meta['num_classes']} classes, the teacher "
-                       f"{teacher.num_classes}")
-    if args.limit_test is not None:
-        sel = torch.arange(min(args.limit_test, len(test_y)))
-        test_x = test_x[sel] if isinstance(test_x, torch.Tensor) else torch.utils.data.Subset(test_x, sel.tolist())
-        test_y = test_y[sel]
+    ds_name, test_x, test_y, test_meta = for_teacher(teacher, args.dataset, args.data_root, "test", args.limit_test,
+                                                     args.teacher)
     if args.calibration == "real":
-        train_x, train_y, train_meta = load_dataset(ds_name, args.data_root, "train", img_size=t_img)
+        _, train_x, train_y, train_meta = for_teacher(teacher, ds_name, args.data_root, "train")
         if len(train_y) < args.calib_images:
             raise PriError("--calib-images", f"{ds_name}'s train split holds only {len(train_y)} images")
 
@@ -529,7 +490,7 @@ def run(args) -> int:
                     indices=[[int(pool_of[i]), int(local[i])] for i in order],
                     mask_sizes=ks.tolist(), tokens_fed=int((ks + 1).sum()),
                     groups={str(k): int((ks == k).sum()) for k in sorted(set(ks.tolist()))})
-        return _normalise(pool_images[order], mean, std), masks, prov
+        return normalise(pool_images[order], mean, std), masks, prov
 
     weights_by_bits: dict[int, dict] = {}
     calibrations, rows, cal_seconds, eval_seconds = [], [], [], []

@@ -16,7 +16,7 @@ SCHEMA = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").r
 SECTIONS = {
     "inversion": ("invert", {"images", "batches", "seeds", "methods", "iterations"}),
     "distill": ("distill", {"images", "student_checkpoint"}),
-    "efficiency": ("efficiency", {"enabled", "models", "img_size", "time_batch", "time_tags", "tags"}),
+    "efficiency": ("efficiency", {"enabled", "models", "img_size", "time_batch", "time_tags", "tags", "time_models"}),
 }
 
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from cli_helper import config_dict
 
 from pri.engine import assign_labels
 from pri.errors import PriError
@@ -20,13 +20,7 @@ def config(name: str, **changes) -> dict:
     """A config file with the schema's defaults filled in (as Snakemake's validate does)."""
     from snakemake.utils import validate
 
-    cfg = yaml.safe_load((ROOT / "config" / name).read_text())
-    for dotted, value in changes.items():
-        node = cfg
-        *parents, last = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
+    cfg = config_dict(name, **changes)
     validate(cfg, str(SCHEMA))
     return cfg
 
@@ -163,3 +157,10 @@ def test_plan_is_cheap_and_loads_no_dataset(monkeypatch):
     cfg = copy.deepcopy(config("config.yaml"))
     plan = Plan(cfg)
     assert plan.active == ["fmnist"] and plan.all_pools()
+
+
+def test_efficiency_batch_too_small_for_a_tag_is_found_when_planning():
+    cfg = config("test.yaml", **{"efficiency.time_batch": 3, "efficiency.time_tags": ["dmi", "pri_v4"]})
+    with pytest.raises(PriError) as e:
+        Plan(cfg)
+    assert e.value.option == "efficiency.time_batch" and "pri_v4" in e.value.message

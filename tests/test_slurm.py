@@ -87,8 +87,10 @@ def test_workflow_runs_through_slurm_profile(cluster, tmp_path):
     # two-core machine (each Slurm job starts its own Python)
     cfg = yaml.safe_load((REPO_ROOT / "config" / "test.yaml").read_text())
     cfg["inversion"]["seeds"] = [0]
-    cfg["inversion"]["methods"] = {"dmi": True, "smi_default": True, "smi_matched": [], "pri": [2], "pri_random": []}
+    cfg["inversion"]["methods"] = ["dmi", "smi_v2", "pri_v2"]
     cfg["efficiency"]["time_tags"] = ["dmi", "smi_default", "pri_v2"]
+    cfg["quantize"]["tags"] = ["smi_v2", "pri_v2"]
+    cfg["controls"] = {}
     config = workdir / "slurm-test.yaml"
     config.write_text(yaml.safe_dump(cfg))
     run = run_under_slurm(cluster, workdir, REPO_ROOT / "Snakefile", ["--configfile", str(config)],
@@ -97,11 +99,13 @@ def test_workflow_runs_through_slurm_profile(cluster, tmp_path):
 
     # every rule of the workflow ran as Slurm jobs, and the run completed with its report
     ran = sorted({r["Comment"].removeprefix("rule_").split("_wildcards_")[0] for r in run.sacct_rows})
-    assert ran == ["analysis", "distill", "efficiency_flops", "efficiency_time", "invert", "teacher"], ran
+    assert ran == ["analysis", "distill_main", "efficiency_flops", "efficiency_time", "invert_main", "quantize",
+                   "quantize_baseline", "teacher"], ran
     results = workdir / "results" / "test"
     with open(results / "analysis" / "claims.csv") as f:
         assert {r["verdict"] for r in csv.DictReader(f)} <= {"supported", "not supported", "inconclusive", "not run"}
-    assert len(list((results / "pools").rglob("*.pt"))) == len(run.sbatch_calls_for_rule("invert"))
+    # one job inverts every tag of a seed
+    assert len(list((results / "pools").rglob("*.pt"))) == 3 * len(run.sbatch_calls_for_rule("invert_main"))
     assert (workdir / "report.html").is_file()
     # the GPU rules asked Slurm for one GPU each
     (teacher_call,) = run.sbatch_calls_for_rule("teacher")

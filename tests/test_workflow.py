@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cli_helper import config_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "Snakefile"
@@ -24,15 +25,8 @@ def snakemake(args, cwd, timeout=600, **kw):
 
 
 def _config(tmp_path, base="test.yaml", **changes):
-    cfg = yaml.safe_load((ROOT / "config" / base).read_text())
-    for dotted, value in changes.items():
-        node = cfg
-        *parents, last = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path.write_text(yaml.safe_dump(config_dict(base, **changes)))
     return path
 
 
@@ -50,7 +44,9 @@ def test_dry_run_of_the_default_config(tmp_path):
     seeds = len(cfg["inversion"]["seeds"])
     jobs = _jobs(r.stdout + r.stderr)
     assert jobs["teacher"] == 1 and jobs["invert_main"] == seeds and jobs["distill_main"] == seeds
-    assert jobs["efficiency_flops"] == jobs["efficiency_time"] == len(cfg["efficiency"]["models"])
+    eff = cfg["efficiency"]
+    assert jobs["efficiency_flops"] == len(eff["models"])
+    assert jobs["efficiency_time"] == len(eff.get("time_models", eff["models"]))
     assert jobs["quantize"] == seeds and jobs["quantize_baseline"] == 1 and jobs["analysis"] == 1
     assert jobs.get("invert_iso") and jobs.get("invert_oneclass")  # the controls run by default
 
@@ -142,6 +138,26 @@ def test_a_config_cannot_run_commands(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert (tmp_path / "results" / "test" / "teachers" / "digits" / "teacher.json").exists()
     assert not marker.exists()
+
+
+def test_workflow_is_lint_clean(tmp_path):
+    r = snakemake(["--lint", "--configfile", str(ROOT / "config" / "test.yaml")], tmp_path)
+    assert r.returncode == 0 and "Congratulations, your workflow is in a good condition" in r.stdout + r.stderr, \
+        r.stdout[-3000:] + r.stderr[-3000:]
+
+
+def test_rule_logs_get_a_progress_line_at_most_every_15_seconds(tmp_path):
+    """A progress bar writing to a log file (not a terminal) refreshes only on its 15 s interval,
+    even when its postfix changes every step (which forces a refresh on a terminal)."""
+    code = ("import time\nfrom pri.io import progress\nbar = progress(60, True, 'x')\n"
+            "for i in range(60):\n    time.sleep(0.05)\n    bar.set_postfix(loss=f'{i}')\n    "
+            "bar.set_postfix_str(f'active={i}')\n    bar.update(1)\nbar.close()\n")
+    log = tmp_path / "rule.log"
+    with open(log, "w") as f:
+        subprocess.run([sys.executable, "-c", code], stderr=f, stdout=f, check=True,
+                       env={k: v for k, v in os.environ.items() if k != "TQDM_MININTERVAL"})
+    frames = [x for x in log.read_text().replace("\r", "\n").splitlines() if "it/s" in x or "s/it" in x or "?it" in x]
+    assert 1 <= len(frames) <= 2, frames  # the first and the last (3 s of progress)
 
 
 def test_missing_data_stops_before_any_job(tmp_path):

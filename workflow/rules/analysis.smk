@@ -7,6 +7,7 @@ TABLES = {
     "verdicts": "Claims",
     "claims": "Claims",
     "differences": "Claims",
+    "power": "Claims",
     "accuracy": "Accuracy",
     "quantization": "Quantisation",
     "efficiency": "Efficiency",
