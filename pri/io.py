@@ -156,6 +156,10 @@ def progress(total, enabled=True, desc=None, **kw):
     every = float(os.environ.get("TQDM_MININTERVAL", 1.0 if tty else 15.0))
 
     class Bar(tqdm):
+        # tqdm's monitor thread forces a refresh of a bar quiet for 10 s: in a log file that is
+        # a second line within a second of a regular one
+        monitor_interval = 10 if tty else 0
+
         def set_postfix(self, ordered_dict=None, refresh=True, **kwargs):
             super().set_postfix(ordered_dict, refresh=refresh and tty, **kwargs)
 

@@ -3,6 +3,7 @@ a shell as commands, and the tiny config end to end (interrupted and resumed).""
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -148,16 +149,20 @@ def test_workflow_is_lint_clean(tmp_path):
 
 def test_rule_logs_get_a_progress_line_at_most_every_15_seconds(tmp_path):
     """A progress bar writing to a log file (not a terminal) refreshes only on its 15 s interval,
-    even when its postfix changes every step (which forces a refresh on a terminal)."""
-    code = ("import time\nfrom pri.io import progress\nbar = progress(60, True, 'x')\n"
-            "for i in range(60):\n    time.sleep(0.05)\n    bar.set_postfix(loss=f'{i}')\n    "
+    even when its postfix changes every step (which forces a refresh on a terminal) and when tqdm's
+    monitor thread would force one on a bar it thinks stalled (a second frame ~1 s after a regular
+    one). 33 s of progress: frames at 0, 15 and 30 s and the closing one."""
+    code = ("import time\nfrom pri.io import progress\nbar = progress(660, True, 'x')\n"
+            "for i in range(660):\n    time.sleep(0.05)\n    bar.set_postfix(loss=f'{i}')\n    "
             "bar.set_postfix_str(f'active={i}')\n    bar.update(1)\nbar.close()\n")
     log = tmp_path / "rule.log"
     with open(log, "w") as f:
         subprocess.run([sys.executable, "-c", code], stderr=f, stdout=f, check=True,
                        env={k: v for k, v in os.environ.items() if k != "TQDM_MININTERVAL"})
     frames = [x for x in log.read_text().replace("\r", "\n").splitlines() if "it/s" in x or "s/it" in x or "?it" in x]
-    assert 1 <= len(frames) <= 2, frames  # the first and the last (3 s of progress)
+    seconds = [int(m.group(1)) * 60 + int(m.group(2)) for m in (re.search(r"\[(\d+):(\d+)", x) for x in frames)]
+    assert 2 <= len(frames) <= 4, frames
+    assert all(b - a >= 14 for a, b in zip(seconds[:-2], seconds[1:-1])), frames  # the closing frame aside
 
 
 def test_missing_data_stops_before_any_job(tmp_path):

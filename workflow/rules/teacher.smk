@@ -13,6 +13,7 @@ rule teacher:
     conda:
         ENV
     threads: all_cores()
+    priority: 10  # every job waits for it: start it first, let the one-core jobs fill gaps later
     shell:
         "{params.py} -m pri teacher {params.args} --threads {threads} "
         "--out {output.ckpt:q} --metrics {output.metrics:q} > {log:q} 2>&1"
