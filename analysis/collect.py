@@ -316,9 +316,23 @@ def _w1_difference(teacher, sweep, a, b, syn_conf, real, level, reps):
 POWER = {"3a": "pri-smi", "3b": "pri-dmi", "5": "random-attention"}
 
 
-def power(diffs: pd.DataFrame) -> pd.DataFrame:
+def seeds_for(sd: float, target: float, level: float = stats.LEVEL, most: int = 1000) -> int | None:
+    """The fewest paired seeds whose t-interval half-width is at most ``target`` for a paired SD
+    of ``sd`` (the planning estimate; the realised SD varies); None beyond ``most``."""
+    from scipy import stats as st
+
+    if sd is None or math.isnan(sd):
+        return None
+    for n in range(2, most + 1):
+        if float(st.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n) <= target:
+            return n
+    return None
+
+
+def power(diffs: pd.DataFrame, target: float = 2.0) -> pd.DataFrame:
     """The half-widths of the accuracy claims' differences (3a, 3b, 5) and their median: how
-    precisely this design can decide them."""
+    precisely this design decides them, and the paired seeds a half-width of ``target`` points
+    would take at the measured SD."""
     if diffs.empty:
         return pd.DataFrame()
     d = diffs[diffs.comparison.isin(POWER.values()) & (diffs.sweep == "main")]
@@ -327,6 +341,9 @@ def power(diffs: pd.DataFrame) -> pd.DataFrame:
     if rows:
         rows.append({"claim": "median", "teacher": "", "a": "", "b": "", "n": int(d.n.median()),
                      "sd": float(d.sd.median()), "half_width": float(d.half_width.median()), "level": d.level.iloc[0]})
+    for r in rows:
+        r["target_half_width"] = target
+        r["seeds_for_target"] = seeds_for(r["sd"], target, r["level"])
     return pd.DataFrame(rows)
 
 

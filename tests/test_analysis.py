@@ -47,6 +47,25 @@ def test_differences_are_paired_by_seed():
     assert collect.differences(extra, pd.DataFrame(), [Comparison("x", "pri", "smi", "same")], 0.95).n.iloc[0] == 4
 
 
+def test_power_table_gives_half_widths_and_the_seeds_a_target_takes():
+    """Four paired seeds: the half-width is t(3) * SD / 2; 2 points at SD 4 take the smallest n
+    with t(n-1) * 4 / sqrt(n) <= 2 (n = 18: 2.110 * 4 / 4.243 = 1.989; n = 17: 2.057)."""
+    base = [50.0, 60.0, 45.0, 55.0]
+    d = [2.0 + x for x in (-4.0, 4.0, -4.0, 4.0)]  # per-seed differences: mean 2, SD 4.62
+    acc = _acc({"dmi": base, "pri_v4": [b + x for b, x in zip(base, d)], "smi_v4": base,
+                "pri_random_v4": [b + x for b, x in zip(base, d)]})
+    diffs = collect.differences(acc, pd.DataFrame(), C.COMPARISONS, 0.95)
+    p = collect.power(diffs)
+    assert set(p.claim) == {"3a", "3b", "5", "median"}
+    sd = float(np.std(d, ddof=1))
+    row = p[p.claim == "3a"].iloc[0]
+    assert row.n == 4 and row.sd == pytest.approx(sd)
+    assert row.half_width == pytest.approx(3.182446 * sd / 2, rel=1e-5)
+    assert collect.seeds_for(4.0, 2.0) == 18 and collect.seeds_for(4.0, 1.98) == 19
+    assert row.seeds_for_target == collect.seeds_for(sd, 2.0) and row.target_half_width == 2.0
+    assert collect.seeds_for(float("nan"), 2.0) is None
+
+
 @pytest.mark.parametrize("pri,smi,expected", [
     ([60, 62, 61], [50, 52, 51], "supported"),  # PRI 10 points ahead, tight
     ([40, 41, 42], [60, 61, 62], "not supported"),  # 20 points behind, tight
