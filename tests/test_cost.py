@@ -8,7 +8,7 @@ import pytest
 from pri.cost import (GROUPS, ModelDims, dims_of, forward_macs, ideal_ratios, schedule_cost, schedule_profile,
                       standard_schedules, step_macs, theorem1)
 from pri.errors import PriError
-from pri.schedules import DMI, PRI, SMI, IdealSMI, build
+from pri.schedules import DMI, PRI, SMI, IdealSMI, Spec, build
 
 DEITS = {"deit_tiny_patch16_224": 192, "deit_small_patch16_224": 384, "deit_base_patch16_224": 768}
 
@@ -129,9 +129,9 @@ def test_schedule_cost_per_image(dims):
     # SMI at matched sparsity ends near N/v patches
     tags = standard_schedules(196, T)
     for v in (2, 4, 7):
-        final = tags[f"smi_v{v}"].active_counts(196, T)[-1]
+        final = tags[Spec("smi", v).tag].active_counts(196, T)[-1]
         assert abs(final - 196 / v) <= 3
-        assert tags[f"smi_star_v{v}"].keep == 196 // v
+        assert tags[Spec("smi_star", v).tag].keep == 196 // v
     assert tags["smi_star"].keep == 46
 
 
