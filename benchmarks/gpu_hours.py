@@ -109,7 +109,8 @@ def main(argv=None) -> int:
     inv_dtype = cfg.get("dtype", "fp32")
     T = inv["iterations"]
     eval_every = int(dis.get("eval_every") or 0)
-    families = ["teacher"] + [f"{r} ({k})" for r in ("invert", "distill") for k in ("main", "iso", "oneclass")]
+    kinds = ("main", "iso", "oneclass")  # the kinds of sweep, one inversion and one distillation rule each
+    families = ["teacher"] + [f"{r} ({k})" for r in ("invert", "distill") for k in kinds]
     hours = {k: 0.0 for k in families + ["quantize", "efficiency_time"]}
     jobs = dict.fromkeys(hours, 0)
     for tid in plan.active:
@@ -150,12 +151,12 @@ def main(argv=None) -> int:
             hours["quantize"] += (evals * QUANT_OVER_FP + 1) * eval_s / 3600
             jobs["quantize"] += len(plan.sweep(tid, "main").seeds) + 1
     if eff.get("enabled", True):
-        # the efficiency_time rule: efficiency.time_tags (default: efficiency.tags, else the sweep's) at time_batch
+        # the efficiency_time rule: the models, tags and batch the plan times
         step = steps_of[eff.get("dtype", "fp32")]
-        for model in eff.get("time_models") or eff["models"]:
-            for tag in eff.get("time_tags") or eff.get("tags") or plan.tags:
+        for model in plan.efficiency_models("time"):
+            for tag in plan.efficiency_tags("time"):
                 hours["efficiency_time"] += inversion_seconds(model, tag, eff["iterations"],
-                                                              eff.get("time_batch") or eff["batch"],
+                                                              plan.efficiency_batch("time"),
                                                               step) * eff.get("repeats", 1) / 3600
             jobs["efficiency_time"] += 1
     print(f"measured on: {os.path.relpath(a.measured)}")
@@ -163,8 +164,8 @@ def main(argv=None) -> int:
         print(f"inversion steps ({dtype}): interpolated between {len(st.by_model['*'])} measured stages")
     print()
     basis = {"teacher": "fine-tuning steps, measured",
-             **{f"invert ({k})": f"stage-sampled ({inv_dtype}), interpolated" for k in ("main", "iso", "oneclass")},
-             **{f"distill ({k})": "KD and evaluation steps, measured" for k in ("main", "iso", "oneclass")},
+             **{f"invert ({k})": f"stage-sampled ({inv_dtype}), interpolated" for k in kinds},
+             **{f"distill ({k})": "KD and evaluation steps, measured" for k in kinds},
              "quantize": f"evaluation steps, measured, x{QUANT_OVER_FP} for fake-quant",
              "efficiency_time": f"stage-sampled ({eff.get('dtype', 'fp32')}), interpolated"}
     print("| rule family | jobs | GPU hours on one H200 | from |\n|---|---|---|---|")

@@ -118,20 +118,17 @@ class Plan:
             if m not in self.eff["models"]:
                 raise PriError(f"efficiency.time_models.{i}", f"{m!r} is not among efficiency.models")
         T, img = int(self.eff["iterations"]), self.eff.get("img_size")
-        tags = self.eff.get("tags") or [Spec.parse(t).tag for t in self.inv["methods"]]
-        for model in self.eff["models"]:
-            n = dims_of(model, img_size=img).num_patches
-            for key, batch, which in (("batch", self.eff["batch"], tags),
-                                      ("time_batch", self.eff.get("time_batch") or self.eff["batch"],
-                                       self.eff.get("time_tags") or tags)):
-                for tag in which:
+        for what, key in (("flops", "batch"), ("time", "time_batch")):
+            batch = self.efficiency_batch(what)
+            for model in self.efficiency_models(what):
+                n = dims_of(model, img_size=img).num_patches
+                for tag in self.efficiency_tags(what):
                     try:
-                        Spec.parse(tag).build(n, T).validate(n, T, int(batch))
+                        Spec.parse(tag).build(n, T).validate(n, T, batch)
                     except PriError as e:
-                        k = {"--batch": f"efficiency.{key}", "--iterations": "efficiency.iterations",
-                             "--prune-at": "efficiency.iterations"}.get(e.option, f"efficiency.{key}")
-                        raise PriError(k, f"{tag} on {model} ({n} patches, T = {T}, {batch} images): "
-                                       f"{e.message}") from e
+                        k = {"--iterations": "efficiency.iterations", "--prune-at": "efficiency.iterations"}
+                        raise PriError(k.get(e.option, f"efficiency.{key}"),
+                                       f"{tag} on {model} ({n} patches, T = {T}, {batch} images): {e.message}") from e
 
     def _missing_for_teacher(self, tid: str, t: dict) -> list[Missing]:
         from .data import check_dataset
@@ -339,9 +336,18 @@ class Plan:
     def efficiency_targets(self) -> list[str]:
         if not self.eff["enabled"]:
             return []
-        timed = self.eff.get("time_models") or self.eff["models"]
-        return ([self.P.efficiency.format(model=m, what="flops") for m in self.eff["models"]]
-                + [self.P.efficiency.format(model=m, what="time") for m in timed])
+        return [self.P.efficiency.format(model=m, what=w) for w in ("flops", "time") for m in self.efficiency_models(w)]
+
+    # the efficiency track: what it counts ("flops") and what it times ("time"), defaults resolved here only
+    def efficiency_models(self, what: str) -> list[str]:
+        return (self.eff.get("time_models") or self.eff["models"]) if what == "time" else self.eff["models"]
+
+    def efficiency_tags(self, what: str) -> list[str]:
+        tags = self.eff.get("tags") or self.tags
+        return (self.eff.get("time_tags") or tags) if what == "time" else tags
+
+    def efficiency_batch(self, what: str) -> int:
+        return int((self.eff.get("time_batch") or self.eff["batch"]) if what == "time" else self.eff["batch"])
 
     def teacher_metrics(self) -> list[str]:
         return [self.P.teacher_metrics.format(teacher=t) for t in self.active]
@@ -427,12 +433,11 @@ class Plan:
     def efficiency_args(self, what: str) -> list[str]:
         e = self.eff
         args = ["--img-size", e["img_size"], "--iterations", e["iterations"]]
-        tags = e.get("tags") or self.tags
+        args += ["--batch", self.efficiency_batch(what), "--schedules", *self.efficiency_tags(what)]
         if what == "flops":
-            args += ["--batch", e["batch"], "--schedules", *tags, "--what", "cost", "flops"]
+            args += ["--what", "cost", "flops"]
         else:
-            args += ["--batch", e["time_batch"] or e["batch"], "--schedules", *(e["time_tags"] or tags),
-                     "--what", "time", "--device", self.config["device"]]
+            args += ["--what", "time", "--device", self.config["device"]]
             args += cli_options(e, ("mode", "steps", "warmup", "repeats", "dtype"))
         return [str(a) for a in args]
 
