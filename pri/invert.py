@@ -17,7 +17,7 @@ import torch
 from .engine import InversionConfig, invert
 from .errors import PriError
 from .io import atomic_torch_save, check_seed, check_writable, derive_seed, set_threads
-from .models import load_model
+from .models import HUB, hub_checkpoint, load_model
 from .schedules import add_schedule_arguments, specs_from_args
 
 DEFAULTS = dict(lr=0.25, tv_weight=1e-4, jitter=0.125, seed=0, score_layer=-1)
@@ -26,7 +26,7 @@ DEFAULTS = dict(lr=0.25, tv_weight=1e-4, jitter=0.125, seed=0, score_layer=-1)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     d = DEFAULTS
     p.add_argument("--model", required=True, help="timm ViT name (e.g. deit_tiny_patch16_224) or a small ViT of the suite (vit_pico_patch4_28, ...)")
-    p.add_argument("--checkpoint", help="teacher weights (.pth/.pt loaded with weights_only=True, or .safetensors); without it the teacher keeps random weights drawn from --seed and the ledger says random-init")
+    p.add_argument("--checkpoint", help="teacher weights (.pth/.pt loaded with weights_only=True, or .safetensors; 'hub': timm's pretrained weights for --model from the Hugging Face hub or its local cache; a checkpoint at another image size has its position embedding resampled, as timm does); without it the teacher keeps random weights drawn from --seed and the ledger says random-init")
     p.add_argument("--num-classes", type=int, help="classes of the teacher's head (default: the checkpoint's or the model's)")
     p.add_argument("--img-size", type=int, help="input side in pixels, a multiple of the patch size (default: the checkpoint's or the model's)")
     add_schedule_arguments(p)
@@ -81,9 +81,14 @@ def load_teacher(args):
     if not args.checkpoint:
         init_seed = derive_seed(args.seed, "teacher")
         torch.manual_seed(init_seed)
-    teacher = load_model(args.model, args.checkpoint, num_classes=args.num_classes, img_size=args.img_size)
+    path, hub_id = args.checkpoint, None
+    if path == HUB:
+        path, hub_id = hub_checkpoint(args.model, "--checkpoint")
+    teacher = load_model(args.model, path, num_classes=args.num_classes, img_size=args.img_size)
     if init_seed is not None:
         teacher.provenance["init_seed"] = init_seed
+    if hub_id:
+        teacher.provenance["hub_id"] = hub_id
     from .vit import num_patches
 
     n, depth = num_patches(teacher.model), len(teacher.model.blocks)
@@ -104,6 +109,11 @@ def run(args) -> int:
     (spec, options), = specs_from_args(args)
     teacher, n = load_teacher(args)
     schedule = spec.build(n, args.iterations, options)
+    schedule.validate(n, args.iterations, args.batch)
+    per = schedule.images_per_trajectory()
+    if args.batch % per:
+        raise PriError("--batch", f"{spec.tag} writes {per} images per trajectory: give a multiple of {per} "
+                       f"(e.g. {max(per, args.batch - args.batch % per)}), got {args.batch}")
     cfg = InversionConfig(iterations=args.iterations, batch=args.batch, seed=args.seed, lr=args.lr,
                           tv_weight=args.tv_weight, jitter=args.jitter, flip=not args.no_flip,
                           score_layer=args.score_layer, device=args.device, dtype=args.dtype,

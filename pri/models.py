@@ -84,6 +84,9 @@ def build_model(name: str, num_classes: int | None = None, img_size: int | None 
     try:
         check_model(model)
     except ValueError as e:
+        if getattr(model, "num_classes", None) == 0 and "num_classes=0" in str(e):
+            raise PriError("--num-classes", f"{name} is built without a classifier head (num_classes=0): give "
+                           "--num-classes N, the classes of the teacher's head") from e
         raise PriError(option, f"{name!r} cannot be inverted: {e}") from e
     pe = model.patch_embed
     p = pe.patch_size[0] if isinstance(pe.patch_size, (tuple, list)) else pe.patch_size
@@ -119,6 +122,30 @@ def read_checkpoint(path: str, option: str = "--checkpoint") -> dict:
     if not isinstance(obj, dict):
         raise PriError(option, f"{path} holds a {type(obj).__name__}, not a state_dict")
     return obj
+
+
+def head_classes(sd: dict) -> int | None:
+    """The classes of a state_dict's classifier head (``head.weight``), if it has one."""
+    w = sd.get("head.weight")
+    return int(w.shape[0]) if isinstance(w, torch.Tensor) and w.dim() == 2 and w.shape[0] > 0 else None
+
+
+def resample_pos_embed(model: nn.Module, sd: dict) -> tuple[dict, list | None]:
+    """``sd`` with its absolute position embedding resampled to ``model``'s patch grid, as timm
+    does when it loads a checkpoint at another image size; also the grid it came from (or None)."""
+    from timm.layers import resample_abs_pos_embed
+
+    pe, own = sd.get("pos_embed"), getattr(model, "pos_embed", None)
+    if not isinstance(pe, torch.Tensor) or own is None or pe.shape == own.shape or pe.dim() != 3:
+        return sd, None
+    npre = 0 if model.no_embed_class else model.num_prefix_tokens
+    side = int(round((pe.shape[1] - npre) ** 0.5))
+    if side * side != pe.shape[1] - npre or pe.shape[2] != own.shape[2]:
+        return sd, None  # not a square grid of this width: load_state_dict says what does not fit
+    grid = list(model.patch_embed.grid_size)
+    out = dict(sd)
+    out["pos_embed"] = resample_abs_pos_embed(pe, grid, old_size=[side, side], num_prefix_tokens=npre)
+    return out, [side, side]
 
 
 def state_dict_of(obj: dict) -> dict:
@@ -164,11 +191,16 @@ def load_model(name: str, checkpoint: str | None = None, num_classes: int | None
             num_classes = kw.get("num_classes", num_classes) if num_classes is None else num_classes
             img_size = kw.get("img_size", img_size) if img_size is None else img_size
             in_chans = kw.get("in_chans", in_chans) if in_chans is None else in_chans
+    sd = state_dict_of(obj) if obj is not None else None
+    if sd is not None and not meta and num_classes is None:
+        num_classes = head_classes(sd)
     model = build_model(name, num_classes=num_classes, img_size=img_size, in_chans=in_chans, option=model_option)
     prov = {"model": name, "num_classes": int(model.num_classes),
             "img_size": int(model.patch_embed.img_size[0]), "in_chans": int(model.patch_embed.proj.in_channels)}
-    if obj is not None:
-        sd = state_dict_of(obj)
+    if sd is not None:
+        sd, resampled = resample_pos_embed(model, sd)
+        if resampled:
+            prov["pos_embed_resampled_from"] = resampled
         try:
             model.load_state_dict(sd, strict=True)
         except RuntimeError as e:

@@ -140,7 +140,9 @@ def check_supported(model: nn.Module) -> None:
 
     check_model(model)
     bad = []
-    if getattr(model, "reg_token", None) is not None or model.num_prefix_tokens != 1:
+    if getattr(model, "dist_token", None) is not None:
+        bad.append("a distillation token (distilled DeiT: only a class token is supported)")
+    elif getattr(model, "reg_token", None) is not None or model.num_prefix_tokens != 1:
         bad.append("register tokens (only a class token is supported)")
     if model.no_embed_class:
         bad.append("no_embed_class=True (the position embedding must cover the class token)")

@@ -1,12 +1,19 @@
-"""Token-sparse forward over any timm VisionTransformer with a class token.
+"""Token-sparse forward over a timm VisionTransformer with a class token.
 
 A sparse forward embeds only the active patches, adds each one's own position embedding,
-prepends the prefix tokens (CLS, and register tokens if the model has them) and runs timm's
-own blocks unchanged. With every patch active it equals ``model(x)``.
+prepends the prefix tokens as timm builds them (CLS, then the distillation token of a distilled
+DeiT or the register tokens, with timm's position-embedding rule for the model) and runs timm's
+own blocks unchanged; the head is timm's own (a distilled DeiT averages its two heads, as its
+eval forward does). With every patch active it equals ``model(x)``.
 
 The importance score used by SMI and PRI is the last block's attention row of the CLS query
-over the active patch keys, averaged over heads. It is computed only when asked for (one
-extra q_cls . K^T product); every other forward keeps timm's fused attention kernel.
+over the active patch keys, averaged over heads (for a distilled DeiT too: the class token's
+row, not the distillation token's). It is computed only when asked for (one extra q_cls . K^T
+product); every other forward keeps timm's fused attention kernel.
+
+Families the sparse forward does not know are refused by ``check_model`` in one line naming the
+model class and the reason: rotary (Eva/EVA-02) and relative-position (BEiT, relpos ViTs)
+attention, parallel or post-norm blocks, hybrid (CNN-stem) embeddings, attention-pool heads.
 """
 from __future__ import annotations
 
@@ -15,18 +22,57 @@ import torch.nn.functional as F
 from torch import nn
 
 
+# model classes whose attention the sparse forward would get wrong: the reason, said in the refusal
+_REFUSED_FAMILIES = {
+    "Eva": "rotary position embedding (Eva/EVA-02 attention) is not applied by the sparse forward",
+    "Beit": "relative position bias (BEiT attention) is not applied by the sparse forward",
+    "VisionTransformerRelPos": "relative position attention is not applied by the sparse forward",
+    "VisionTransformerSAM": "windowed attention with relative positions (SAM) is not supported",
+}
+
+
 def check_model(model: nn.Module) -> None:
-    """Raise ValueError unless ``model`` is a timm VisionTransformer we can run sparsely."""
-    need = ("patch_embed", "blocks", "pos_embed", "forward_head")
-    missing = [a for a in need if not hasattr(model, a)]
-    if missing:
-        raise ValueError(f"model {type(model).__name__} is not a timm VisionTransformer (lacks {missing})")
+    """Raise ValueError, in one line naming the model class and the reason, unless ``model`` is a
+    timm VisionTransformer whose forward the sparse forward reproduces exactly."""
+    from timm.layers import Attention, PatchEmbed
+    from timm.models.vision_transformer import Block, VisionTransformer
+
+    kind = type(model).__name__
+    if kind in _REFUSED_FAMILIES:
+        raise ValueError(f"{kind}: {_REFUSED_FAMILIES[kind]}")
+    if not isinstance(model, VisionTransformer):
+        raise ValueError(f"{kind} is not a timm VisionTransformer (or a distilled DeiT)")
     if getattr(model, "cls_token", None) is None:
         raise ValueError("model has no class token: PRI/SMI need a CLS token (use a ViT with class_token=True)")
     if getattr(model, "dynamic_img_size", False):
         raise ValueError("dynamic_img_size ViTs are not supported: build the model at a fixed img_size")
-    if not isinstance(getattr(model.patch_embed, "proj", None), nn.Conv2d):
-        raise ValueError("model.patch_embed.proj must be a Conv2d patch projection")
+    pe = model.patch_embed
+    if type(pe) is not PatchEmbed or not isinstance(getattr(pe, "proj", None), nn.Conv2d) or pe.proj.padding != (0, 0):
+        raise ValueError(f"patch embedding {type(pe).__name__} is not a plain Conv2d patch projection "
+                         "(hybrid CNN stems are not supported)")
+    if any(int(s) % int(q) for s, q in zip(pe.img_size, pe.patch_size)):
+        raise ValueError(f"image size {tuple(pe.img_size)} is not a multiple of the patch size {tuple(pe.patch_size)}")
+    for i, blk in enumerate(model.blocks):
+        if type(blk) is not Block or type(getattr(blk, "attn", None)) is not Attention:
+            what = type(blk).__name__ if type(blk) is not Block else type(blk.attn).__name__
+            raise ValueError(f"block {i} is a {what}: the sparse forward knows timm's pre-norm Block with its "
+                             "standard Attention (parallel, post-norm and other attention blocks are refused)")
+    if getattr(model, "attn_pool", None) is not None or model.global_pool not in ("token", "avg"):
+        raise ValueError(f"global_pool={model.global_pool!r}: the sparse forward pools by the class token or "
+                         "an average of the patch tokens (an attention-pool head is refused)")
+    if model.num_classes == 0:
+        raise ValueError("the model has no classifier head (num_classes=0): give --num-classes N, the classes "
+                         "of the checkpoint's head")
+
+
+def prefix_tokens(model: nn.Module) -> list[torch.Tensor]:
+    """The prefix tokens in timm's order: CLS, then the distillation token or the register tokens."""
+    out = [model.cls_token]
+    for name in ("dist_token", "reg_token"):
+        t = getattr(model, name, None)
+        if t is not None:
+            out.append(t)
+    return out
 
 
 def grid_size(model: nn.Module) -> tuple[int, int]:
@@ -69,21 +115,34 @@ def embed_patches(model: nn.Module, x: torch.Tensor, idx: torch.Tensor | None) -
 def _prefix_and_pos(model: nn.Module, tokens: torch.Tensor, idx: torch.Tensor | None) -> torch.Tensor:
     B = tokens.shape[0]
     npre = model.num_prefix_tokens
-    prefix = [model.cls_token.expand(B, -1, -1)]
-    if getattr(model, "reg_token", None) is not None:
-        prefix.append(model.reg_token.expand(B, -1, -1))
-    prefix = torch.cat(prefix, dim=1)
+    prefix = torch.cat([t.expand(B, -1, -1) for t in prefix_tokens(model)], dim=1)
     pos = model.pos_embed
-    if model.no_embed_class:
+    if pos is None:
+        patch_pos = None
+    elif model.no_embed_class:
         patch_pos = pos
     else:
         prefix = prefix + pos[:, :npre]
         patch_pos = pos[:, npre:]
-    if idx is None:
+    if patch_pos is not None and idx is None:
         tokens = tokens + patch_pos
-    else:
+    elif patch_pos is not None:
         tokens = tokens + patch_pos.expand(B, -1, -1).gather(1, idx.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
     return torch.cat([prefix, tokens], dim=1)
+
+
+def _head(model: nn.Module, h: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """timm's head; an average pool over padded sparse images averages the real patches only."""
+    if valid is None or model.global_pool == "token":
+        return model.forward_head(h)
+    npre = model.num_prefix_tokens
+    keep = valid.to(h.dtype).unsqueeze(-1)
+    total = (h[:, npre:] * keep).sum(1)
+    count = keep.sum(1)
+    if model.pool_include_prefix:
+        total, count = total + h[:, :npre].sum(1), count + npre
+    x = model.head_drop(model.fc_norm(total / count.clamp_min(1)))
+    return model.head(x)
 
 
 def cls_attention_row(block: nn.Module, x: torch.Tensor, num_prefix: int) -> torch.Tensor:
@@ -138,7 +197,7 @@ def sparse_forward(
             score = cls_attention_row(blk, h, model.num_prefix_tokens)
         h = blk(h) if mask is None else blk(h, attn_mask=mask)
     h = model.norm(h)
-    logits = model.forward_head(h)
+    logits = _head(model, h, valid)
     return (logits, score) if with_score else logits
 
 

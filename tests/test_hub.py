@@ -105,3 +105,21 @@ def test_preflight_checks_hub_weights(tmp_path):
     assert "teachers.deit_tiny_cifar100.init_checkpoint" not in out  # found in the cache
     assert "teachers.deit_tiny_cifar100.data_root" in out  # the data is still missing
     assert "teachers.deit_small_cifar100.init_checkpoint" in out  # no DeiT-S weights in the cache
+
+
+def test_invert_takes_hub_weights_at_another_image_size(tmp_path):
+    """``pri invert --checkpoint hub`` as in the other commands; the 224-px weights are resampled to
+    a 32-px grid, and the pool's ledger records the hub id and the grid they came from."""
+    import timm
+
+    torch.manual_seed(0)
+    weights = _fill_cache(tmp_path / "cache", timm.create_model("deit_tiny_patch16_224").state_dict())
+    out = tmp_path / "pool.pt"
+    cmd = [sys.executable, "-m", "pri", "invert", "--model", "deit_tiny_patch16_224", "--checkpoint", "hub",
+           "--img-size", "32", "--schedule", "pri_v2", "--iterations", "2", "--batch", "2", "--threads", "1",
+           "--no-progress", "--out", str(out)]
+    r = subprocess.run(cmd, env=_offline_env(tmp_path / "cache"), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    teacher = torch.load(out, weights_only=True)["ledger"]["teacher"]
+    assert teacher["hub_id"] == HUB_ID and teacher["sha256"] == sha256_file(str(weights))
+    assert teacher["pos_embed_resampled_from"] == [14, 14] and teacher["img_size"] == 32

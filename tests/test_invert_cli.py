@@ -73,15 +73,18 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path, capsys):
     bad.write_bytes(b"this is not a checkpoint")
     rc, err, _ = _run(["--method", "dmi", "--checkpoint", str(bad)], tmp_path, capsys)
     assert rc != 0 and "--checkpoint" in err and "is not a torch file" in err
-    other = build_model("vit_pico_patch4_28", num_classes=7)
-    wrong = tmp_path / "wrong.pth"
-    torch.save(other.state_dict(), wrong)
-    rc, err, _ = _run(["--method", "dmi", "--checkpoint", str(wrong)], tmp_path, capsys)
+    shallow = tmp_path / "shallow.pth"  # another architecture: 3 blocks where the model has 4
+    torch.save(build_model("vit_femto_patch4_28").state_dict(), shallow)
+    rc, err, _ = _run(["--method", "dmi", "--checkpoint", str(shallow)], tmp_path, capsys)
     assert rc != 0 and "--checkpoint" in err and "does not fit" in err
     assert not (tmp_path / "pool.pt").exists()
-    # with the right --num-classes the same file loads
-    rc, err, _ = _run(["--method", "dmi", "--checkpoint", str(wrong), "--num-classes", "7"], tmp_path, capsys)
+    seven = tmp_path / "seven.pth"  # a foreign state_dict's head says how many classes it has
+    torch.save(build_model("vit_pico_patch4_28", num_classes=7).state_dict(), seven)
+    rc, err, out = _run(["--method", "dmi", "--checkpoint", str(seven)], tmp_path, capsys)
     assert rc == 0, err
+    assert torch.load(out, weights_only=True)["ledger"]["teacher"]["num_classes"] == 7
+    rc, err, _ = _run(["--method", "dmi", "--checkpoint", str(seven), "--num-classes", "10"], tmp_path, capsys)
+    assert rc != 0 and "does not fit" in err
 
 
 class _Evil:
@@ -138,3 +141,8 @@ def test_real_process_exit_code_and_no_output(tmp_path):
     r = subprocess.run([sys.executable, "-m", "pri", *BASE, "--method", "pri", "--v", "0", "--out", str(out)],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "--v" in r.stderr and not out.exists()
+
+
+def test_pri_batch_must_be_a_multiple_of_v(tmp_path, capsys):
+    rc, err, out = _run(["--schedule", "pri_v4", "--batch", "6"], tmp_path, capsys)
+    assert rc != 0 and "--batch" in err and "multiple of 4" in err and not out.exists()

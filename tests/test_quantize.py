@@ -274,6 +274,20 @@ def test_unsupported_vits_are_refused_by_name():
     Q.check_supported(VisionTransformer(**small))
     for kw, what in ((dict(reg_tokens=2), "register tokens"), (dict(no_embed_class=True), "no_embed_class"),
                      (dict(init_values=1e-5), "LayerScale"), (dict(global_pool="avg"), "global_pool"),
-                     (dict(pre_norm=True), "norm_pre"), (dict(num_classes=0), "no linear head")):
+                     (dict(pre_norm=True), "norm_pre"), (dict(num_classes=0), "num_classes=0")):
         with pytest.raises(ValueError, match=what):
             Q.check_supported(VisionTransformer(**{**small, **kw}))
+
+
+def test_the_quantiser_refuses_what_it_cannot_run_with_the_right_reason():
+    """A distilled DeiT is inverted exactly, but the quantiser's forward has a CLS-only prefix: it
+    says so (not "register tokens"); families the inverter refuses are refused for the same reason."""
+    import timm
+
+    deit = timm.create_model("deit_tiny_distilled_patch16_224", img_size=32, depth=1, num_classes=3)
+    with pytest.raises(ValueError, match="distillation token") as e:
+        Q.check_supported(deit)
+    assert "register" not in str(e.value)
+    eva = timm.create_model("eva02_tiny_patch14_224", img_size=28, depth=1, num_classes=3)
+    with pytest.raises(ValueError, match="rotary"):
+        Q.check_supported(eva)

@@ -86,7 +86,7 @@ def test_gradient_reaches_only_active_pixels():
 
 
 @pytest.mark.parametrize("name,layer", [("vit_pico_patch4_28", -1), ("deit_tiny_patch16_224", -1),
-                                        ("vit_pico_patch4_28", 1)])
+                                        ("vit_pico_patch4_28", 1), ("deit_tiny_distilled_patch16_224", -1)])
 def test_score_is_cls_row_of_explicit_attention(name, layer):
     torch.manual_seed(4)
     model = build_model(name).eval()
@@ -103,8 +103,8 @@ def test_score_is_cls_row_of_explicit_attention(name, layer):
         logits, score = sparse_forward(model, x, idx, with_score=True, score_layer=layer)
         ref_logits = sparse_forward(model, x, idx)
     hook.remove()
-    attn = seen["attn"]  # [B, heads, 1+K, 1+K]
-    ref = attn[:, :, 0, 1:].mean(dim=1)
+    attn = seen["attn"]  # [B, heads, P+K, P+K], P prefix tokens (CLS first)
+    ref = attn[:, :, 0, model.num_prefix_tokens:].mean(dim=1)
     assert score.shape == (b, n // 3)
     assert (score - ref).abs().max().item() <= 1e-5
     assert (logits - ref_logits).abs().max().item() <= 1e-5
@@ -128,3 +128,59 @@ def test_unknown_model_names_the_option():
     with pytest.raises(PriError) as e:
         build_model("no_such_vit")
     assert e.value.option == "--model"
+
+
+@pytest.mark.parametrize("name", ["deit_tiny_distilled_patch16_224", "vit_small_patch14_reg4_dinov2",
+                                  "deit3_small_patch16_224"])
+def test_prefix_tokens_as_timm_builds_them(name):
+    """Distillation token (averaged heads), registers with no_embed_class, DeiT-III: all patches = timm."""
+    import timm
+
+    torch.manual_seed(5)
+    side = 56 if "patch14" in name else 64
+    model = timm.create_model(name, img_size=side, depth=2, num_classes=10).eval()
+    assert model.num_prefix_tokens > 1 or name.startswith("deit3")
+    x = _input(model, 2)
+    with torch.no_grad():
+        assert (model(x) - sparse_forward(model, x)).abs().max().item() <= 1e-5
+
+
+def test_padded_sparse_images_pool_their_own_patches():
+    """An average-pool head over a padded batch equals each image's own sparse forward."""
+    from pri.vit import padded_index
+
+    torch.manual_seed(6)
+    model = VisionTransformer(img_size=28, patch_size=4, in_chans=1, embed_dim=32, depth=2, num_heads=2,
+                              global_pool="avg", num_classes=5).eval()
+    x = _input(model, 2)
+    mask = torch.zeros(2, 49, dtype=torch.bool)
+    mask[0, [1, 5, 9]] = True
+    mask[1, [0, 2, 4, 6, 8, 40]] = True
+    idx, valid = padded_index(mask)
+    with torch.no_grad():
+        both = sparse_forward(model, x, idx, valid=valid)
+        alone = [sparse_forward(model, x[i:i + 1], mask_to_index(mask[i:i + 1])) for i in range(2)]
+    assert (both - torch.cat(alone)).abs().max().item() <= 1e-5
+
+
+def test_a_model_without_classifier_head_names_num_classes():
+    with pytest.raises(PriError) as e:
+        build_model("vit_small_patch14_reg4_dinov2", img_size=28)
+    assert e.value.option == "--num-classes" and "num_classes=0" in str(e.value)
+    assert build_model("vit_small_patch14_reg4_dinov2", img_size=28, num_classes=10).num_classes == 10
+
+
+def test_checkpoint_at_another_image_size_is_resampled(tmp_path):
+    """timm's rule: the position embedding of a 28-px checkpoint is resampled to a 36-px grid; the
+    ledger's teacher provenance says from which grid; at its own size nothing is resampled."""
+    from pri.models import load_model
+
+    torch.manual_seed(7)
+    path = tmp_path / "w.pth"
+    torch.save(build_model("vit_pico_patch4_28").state_dict(), path)
+    big = load_model("vit_pico_patch4_28", str(path), img_size=36)
+    assert big.provenance["pos_embed_resampled_from"] == [7, 7] and big.provenance["img_size"] == 36
+    assert big.model.pos_embed.shape[1] == 1 + 81
+    same = load_model("vit_pico_patch4_28", str(path))
+    assert "pos_embed_resampled_from" not in same.provenance
+    assert torch.equal(same.model.pos_embed, torch.load(path, weights_only=True)["pos_embed"])
