@@ -81,6 +81,11 @@ def build_model(name: str, num_classes: int | None = None, img_size: int | None 
         small = ", ".join(sorted(SMALL_VITS))
         raise PriError(option, f"unknown model {name!r}: give a timm ViT name "
                        f"(e.g. deit_tiny_patch16_224) or one of {small}")
+    pe = getattr(model, "patch_embed", None)
+    p = getattr(pe, "patch_size", None)
+    p = p[0] if isinstance(p, (tuple, list)) else p
+    if img_size is not None and p and (int(img_size) < int(p) or int(img_size) % int(p)):
+        raise PriError(img_option, f"{name} cuts {p}x{p}-px patches: give a multiple of {p} (got {img_size})")
     try:
         check_model(model)
     except ValueError as e:
@@ -88,10 +93,6 @@ def build_model(name: str, num_classes: int | None = None, img_size: int | None 
             raise PriError("--num-classes", f"{name} is built without a classifier head (num_classes=0): give "
                            "--num-classes N, the classes of the teacher's head") from e
         raise PriError(option, f"{name!r} cannot be inverted: {e}") from e
-    pe = model.patch_embed
-    p = pe.patch_size[0] if isinstance(pe.patch_size, (tuple, list)) else pe.patch_size
-    if img_size is not None and (int(img_size) < int(p) or int(img_size) % int(p)):
-        raise PriError(img_option, f"{name} cuts {p}x{p}-px patches: give a multiple of {p} (got {img_size})")
     return model
 
 
