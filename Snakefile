@@ -1,6 +1,6 @@
 # pri: data-free model inversion of Vision Transformers (DMI, SMI, PRI), end to end.
 #
-#   snakemake --cores all --report report.html --report-after-run     the embedded default (CPU, minutes)
+#   snakemake --cores all                                              the embedded default (CPU, minutes)
 #   snakemake --configfile config/paper.yaml --profile workflow/profiles/slurm   paper scale
 #   snakemake --report report.html                                     the report of a finished run
 import os
