@@ -18,7 +18,7 @@ adds to a forward: the block's norm1 and qkv again (``cls_attention_row`` recomp
 ``q_cls K^T`` (``t * A``).
 
 Inversion step. The teacher is frozen, so the backward pass computes input gradients only,
-never weight gradients. ``backward="convention"`` (the default, METHODS.md and the paper): a
+never weight gradients. ``backward="convention"`` (the default, docs/methods.md and the paper): a
 step costs 2x a forward in every group. ``backward="exact"`` counts the backward per operator:
 a linear layer needs one product for the input gradient (2x), but both operands of ``Q K^T``
 and ``A V`` are activations, so the attention matmuls need two (3x; a fused flash backward
@@ -46,7 +46,7 @@ from .schedules import (DMI, PRI, SMI, SMI_PUBLIC_T, IdealSMI, Schedule, Spec, f
 
 GROUPS = ("patch_embed", "attn_proj", "attn_matmul", "mlp", "head", "other")
 COMPARED = ("patch_embed", "attn_proj", "attn_matmul", "mlp", "head")  # what fvcore and this model share
-IDEAL = ("attn_proj", "attn_matmul", "mlp")  # "attention + MLP only" (METHODS.md)
+IDEAL = ("attn_proj", "attn_matmul", "mlp")  # "attention + MLP only" (docs/methods.md)
 BACKWARD = ("convention", "exact")
 PAPER_T = SMI_PUBLIC_T  # 4000
 

@@ -2,7 +2,7 @@
 
 A pool (written by ``pri invert``) holds uint8 images, their patch masks and target labels.
 Only the patches of an image's mask (plus CLS) are fed to the teacher and to the student,
-each patch with its own position embedding (SMI's protocol, METHODS.md "Feeding sparse images
+each patch with its own position embedding (SMI's protocol, docs/methods.md "Feeding sparse images
 downstream"); pixels outside the mask are never read. A batch whose images keep different
 numbers of patches is padded to the largest, the padding masked out of every attention.
 

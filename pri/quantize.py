@@ -1,7 +1,7 @@
 """Data-free post-training quantisation (fake-quant) of a ViT teacher; top-1/top-5 on the real test set.
 
-The protocol is SMI's public quantisation, whose modules are PSAQ-ViT's (METHODS.md, "Downstream:
-data-free post-training quantisation"); the code here is written fresh.
+The protocol is SMI's public quantisation, whose modules are PSAQ-ViT's (docs/methods.md, section
+"Quantisation"); the code here is written fresh.
 
 Weights (patch-embedding projection, qkv, proj, fc1, fc2, head): symmetric, per output channel,
 min-max. scale = max(|min|, |max|) / ((2^b - 1) / 2), q = clamp(round(w / scale), -2^(b-1),

@@ -1,4 +1,4 @@
-"""The analytic cost model: METHODS.md's ideal ratios, Theorem 1 and the counts per schedule."""
+"""The analytic cost model: docs/methods.md's ideal ratios, Theorem 1 and the counts per schedule."""
 from __future__ import annotations
 
 import math
@@ -31,7 +31,7 @@ def test_dims_of_deits(dims):
 
 
 def test_block_formula(dims):
-    """Block at n+1 tokens: 12 (n+1) D^2 + 2 (n+1)^2 D (METHODS.md), split into its groups."""
+    """Block at n+1 tokens: 12 (n+1) D^2 + 2 (n+1)^2 D (docs/methods.md), split into its groups."""
     d = dims["deit_base_patch16_224"]
     for n in (196, 98, 49, 28, 1):
         f = forward_macs(d, n)

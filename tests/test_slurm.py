@@ -108,7 +108,6 @@ def test_workflow_runs_through_slurm_profile(cluster, tmp_path):
     assert len(list((results / "pools").rglob("*.pt"))) == 3 * len(run.sbatch_calls_for_rule("invert_main"))
     # the report, written after the run on the login node as the profile README says
     import subprocess
-    import sys
 
     rep = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO_ROOT / "Snakefile"),
                           "--configfile", str(config), "--report", "report.html"], cwd=workdir,
