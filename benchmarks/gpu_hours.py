@@ -89,21 +89,50 @@ def inversion_seconds(model: str, tag: str, iterations: int, images: int, step: 
 QUANT_OVER_FP = 1.5  # a fake-quant evaluation costs about 1.5x a float one (measured on CPU, pri quantize)
 
 
+def read_config(path: str) -> dict:
+    """A workflow config with the schema's defaults filled in, as Snakemake reads it."""
+    from snakemake.utils import validate
+
+    with open(path) as f:
+        cfg = yaml.safe_load(f)
+    validate(cfg, os.path.join(HERE, "..", "workflow", "schemas", "config.schema.yaml"))
+    return cfg
+
+
+class TrainSteps(dict):
+    """Measured training and evaluation steps per model; a model smaller than DeiT-Ti (the suite's
+    small ViTs) is priced at DeiT-Ti's step, the floor of a launch-bound GPU step."""
+
+    def __missing__(self, model):
+        return self["deit_tiny_patch16_224"]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=os.path.join(HERE, "..", "config", "paper.yaml"))
     ap.add_argument("--measured", default=os.path.join(HERE, "results", "h200"))
     a = ap.parse_args(argv)
-    from snakemake.utils import validate
+    hours, jobs, basis, steps_of = hours_of(read_config(a.config), a.measured)
+    print(f"measured on: {os.path.relpath(a.measured)}")
+    for dtype, st in steps_of.items():
+        print(f"inversion steps ({dtype}): interpolated between {len(st.by_model['*'])} measured stages")
+    print()
+    print("| rule family | jobs | GPU hours on one H200 | from |\n|---|---|---|---|")
+    for name, h in hours.items():
+        if jobs[name]:
+            print(f"| {name} | {jobs[name]} | {h:.2f} | {basis[name]} |")
+    print(f"| total | {sum(jobs.values())} | {sum(hours.values()):.2f} | |")
+    return 0
 
+
+def hours_of(cfg: dict, measured: str):
+    """(GPU hours per rule family, jobs per rule family, what each is priced from, step times)."""
     from pri.plan import Plan
 
-    cfg = yaml.safe_load(open(a.config))
-    validate(cfg, os.path.join(HERE, "..", "workflow", "schemas", "config.schema.yaml"))
     plan = Plan(cfg, check_inputs=False)  # price every job the config asks for, data or not
-    with open(os.path.join(a.measured, "train_steps.json")) as f:
-        train = {m["model"]: m for m in json.load(f)["models"]}
-    steps_of = {dtype: StepTimes(stage_points(a.measured, prefix))
+    with open(os.path.join(measured, "train_steps.json")) as f:
+        train = TrainSteps({m["model"]: m for m in json.load(f)["models"]})
+    steps_of = {dtype: StepTimes(stage_points(measured, prefix))
                 for dtype, prefix in (("fp32", "paper_fp32_"), ("bf16", "paper_"))}
     inv, dis, eff, q = cfg["inversion"], cfg["distill"], cfg["efficiency"], cfg["quantize"]
     inv_dtype = cfg.get("dtype", "fp32")
@@ -159,21 +188,12 @@ def main(argv=None) -> int:
                                                               plan.efficiency_batch("time"),
                                                               step) * eff.get("repeats", 1) / 3600
             jobs["efficiency_time"] += 1
-    print(f"measured on: {os.path.relpath(a.measured)}")
-    for dtype, st in steps_of.items():
-        print(f"inversion steps ({dtype}): interpolated between {len(st.by_model['*'])} measured stages")
-    print()
     basis = {"teacher": "fine-tuning steps, measured",
              **{f"invert ({k})": f"stage-sampled ({inv_dtype}), interpolated" for k in kinds},
              **{f"distill ({k})": "KD and evaluation steps, measured" for k in kinds},
              "quantize": f"evaluation steps, measured, x{QUANT_OVER_FP} for fake-quant",
              "efficiency_time": f"stage-sampled ({eff.get('dtype', 'fp32')}), interpolated"}
-    print("| rule family | jobs | GPU hours on one H200 | from |\n|---|---|---|---|")
-    for name, h in hours.items():
-        if jobs[name]:
-            print(f"| {name} | {jobs[name]} | {h:.2f} | {basis[name]} |")
-    print(f"| total | {sum(jobs.values())} | {sum(hours.values()):.2f} | |")
-    return 0
+    return hours, jobs, basis, steps_of
 
 
 if __name__ == "__main__":

@@ -51,6 +51,8 @@ rule analysis:
     conda:
         ENV
     threads: 1
+    resources:
+        **RESOURCES.get("analysis", {}),
     shell:
         "{params.py} -m analysis --out {params.out:q} --missing {params.missing:q} --claims-config {params.claims:q} "
         "--teachers {input.teachers:q} --distill {input.distill:q} --pools {input.pools:q} "

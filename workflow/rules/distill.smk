@@ -23,6 +23,8 @@ for _kind, (_tags, _names) in PLAN.sweep_kinds().items():
         conda:
             ENV
         threads: config["threads"]
+        resources:
+            **RESOURCES.get(f"distill_{_kind}", {}),
         priority: 5 if _kind == "main" else 0  # the long jobs first, the controls fill the gaps
         shell:
             "{params.py} -m pri batch {params.args} > {log:q} 2>&1"

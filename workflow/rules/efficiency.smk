@@ -15,6 +15,8 @@ rule efficiency_flops:
     conda:
         ENV
     threads: 1
+    resources:
+        **RESOURCES.get("efficiency_flops", {}),
     shell:
         "{params.py} -m pri efficiency --model {wildcards.model:q} {params.args} --threads {threads} "
         "--out {output:q} > {log:q} 2>&1"
@@ -33,6 +35,7 @@ rule efficiency_time:
     threads: all_cores()
     resources:
         gpu=1,
+        **RESOURCES.get("efficiency_time", {}),
     shell:
         "{params.py} -m pri efficiency --model {wildcards.model:q} {params.args} --threads {threads} "
         "--out {output:q} > {log:q} 2>&1"

@@ -18,6 +18,8 @@ rule quantize:
     conda:
         ENV
     threads: config["threads"]
+    resources:
+        **RESOURCES.get("quantize", {}),
     shell:
         "{params.py} -m pri batch {params.args} > {log:q} 2>&1"
 
@@ -35,5 +37,7 @@ rule quantize_baseline:
     conda:
         ENV
     threads: config["threads"]
+    resources:
+        **RESOURCES.get("quantize_baseline", {}),
     shell:
         "{params.py} -m pri batch {params.args} > {log:q} 2>&1"

@@ -13,6 +13,8 @@ rule teacher:
     conda:
         ENV
     threads: all_cores()
+    resources:
+        **RESOURCES.get("teacher", {}),
     priority: 10  # every job waits for it: start it first, let the one-core jobs fill gaps later
     shell:
         "{params.py} -m pri teacher {params.args} --threads {threads} "
