@@ -1,0 +1,84 @@
+"""pri/estimate.py and benchmarks/cost.py: the jobs priced are the jobs Snakemake runs, a step is
+priced by its MACs, and the Slurm resources follow the price."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pri.estimate import Estimate, Rates, StepModel, invert_seconds, macs, workflow_resources
+
+ROOT = Path(__file__).resolve().parents[1]
+RATES = ROOT / "benchmarks" / "results" / "cpu" / "rates.json"
+
+
+def _plan(name: str):
+    from snakemake.utils import validate
+
+    from pri.plan import Plan
+
+    cfg = yaml.safe_load((ROOT / "config" / name).read_text())
+    validate(cfg, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))
+    return Plan(cfg, check_inputs=False)
+
+
+def _flat_rates(overhead=0.01, rate=1e9) -> dict:
+    step = StepModel(overhead, rate)
+    kinds = {k: step for k in ("invert", "train", "eval")}
+    return {t: Rates(t, {m: kinds for m in ("vit_pico_patch4_28", "vit_femto_patch4_28", "deit_tiny_patch16_224")})
+            for t in (1, 2)}
+
+
+def _snakemake_job_counts(config: str) -> dict:
+    r = subprocess.run([str(Path(sys.executable).parent / "snakemake"), "-n", "--cores", "2", "--configfile", config],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    table = r.stdout.split("Job stats:", 1)[1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] not in ("all", "total")}
+
+
+@pytest.mark.parametrize("config", ["config/config.yaml", "config/test.yaml"])
+def test_priced_jobs_are_the_jobs_snakemake_runs(config):
+    est = Estimate(_plan(Path(config).name), _flat_rates(), cores=2)
+    assert {r: v["jobs"] for r, v in est.by_rule().items()} == _snakemake_job_counts(config)
+
+
+def test_an_inversion_is_priced_by_its_active_patches():
+    step = StepModel(0.0, 1e9)
+    n = 49
+    dmi = invert_seconds(step, "vit_pico_patch4_28", "dmi", 200, 28)
+    assert dmi == pytest.approx(200 * 28 * macs("vit_pico_patch4_28", "invert", n) / 1e9)
+    pri = invert_seconds(step, "vit_pico_patch4_28", "pri_v7", 200, 28)
+    assert pri < dmi / 4  # 4 trajectories instead of 28, and fewer patches as they detach
+    # a per-step overhead is paid once per step, whatever the batch
+    assert invert_seconds(StepModel(0.5, 1e30), "vit_pico_patch4_28", "dmi", 200, 28) == pytest.approx(100.0)
+
+
+def test_slurm_resources_follow_the_price(tmp_path):
+    import json
+
+    plan = _plan("config.yaml")
+    path = tmp_path / "rates.json"
+    path.write_text(json.dumps({str(t): r.to_json() for t, r in _flat_rates().items()}))
+    cheap = workflow_resources(plan, str(path))
+    path.write_text(json.dumps({str(t): r.to_json() for t, r in _flat_rates(rate=1e6).items()}))
+    dear = workflow_resources(plan, str(path))
+    assert set(cheap) >= {"teacher", "invert_main", "distill_main", "analysis"}
+    assert all(15 <= cheap[r]["runtime"] <= dear[r]["runtime"] <= 12 * 60 for r in cheap)
+    assert dear["invert_main"]["runtime"] > cheap["invert_main"]["runtime"]
+    assert workflow_resources(plan, str(tmp_path / "absent.json")) == {}
+
+
+@pytest.mark.parametrize("config", ["config/config.yaml", "config/fmnist-long.yaml"])
+def test_cost_command_prints_every_rule_and_the_wall_clock(config):
+    assert RATES.exists(), "benchmarks/results/cpu/rates.json: run benchmarks/cost.py --measure"
+    r = subprocess.run([sys.executable, "benchmarks/cost.py", "--config", config, "--cores", "2"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "| invert_main |" in r.stdout and "| teacher |" in r.stdout
+    minutes = float(re.search(r"snakemake --cores 2` on this kind of machine: ([\d.]+) min", r.stdout)[1])
+    assert minutes > 1
