@@ -55,12 +55,44 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
+BATCH_HELP = """usage: pri batch COMMAND ARGS [{sep} COMMAND ARGS ...]
+
+Run several pri commands one after the other in one process (how the workflow runs its jobs,
+without paying Python's start-up per command). Every command is parsed and its options checked
+before the first one runs; the batch stops at the first command that fails, with its exit status.
+Commands: {commands}. Example:
+
+  pri batch invert --model vit_pico_patch4_28 --schedule dmi --iterations 8 --batch 8 --out a.pt {sep} \\
+            invert --model vit_pico_patch4_28 --schedule pri_v2 --iterations 8 --batch 8 --out b.pt"""
+
+
+def _check(argv: list[str]) -> int:
+    """Parse one command of a batch and run its option checks (no work): 0, or the exit status of
+    the refusal, which is printed as the command itself would print it."""
+    parser = build_parser(argv[0])
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:
+        return int(e.code or 0)
+    check = getattr(importlib.import_module(SUBCOMMANDS[argv[0]][0]), "check_options", None)
+    try:
+        if check is not None:
+            check(args)
+    except PriError as e:
+        print(f"{args._prog}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def batch(argv: list[str]) -> int:
     """``pri batch CMD ARGS [:: CMD ARGS ...]``: run several pri commands one after the other in one
     process (the workflow's jobs, without paying Python's start-up per command); stops at the first
     that fails, with its exit status. Each command writes its own outputs atomically."""
     from .plan import BATCH_SEP
 
+    if not argv or argv[0] in ("-h", "--help"):
+        print(BATCH_HELP.format(sep=BATCH_SEP, commands=", ".join(SUBCOMMANDS)))
+        return 0 if argv else 2
     parts, cur = [], []
     for a in argv:
         if a == BATCH_SEP:
@@ -73,6 +105,12 @@ def batch(argv: list[str]) -> int:
         print(f"pri batch: error: give pri commands separated by {BATCH_SEP}, e.g. pri batch invert ... {BATCH_SEP} "
               f"invert ... (commands: {', '.join(SUBCOMMANDS)})", file=sys.stderr)
         return 2
+    for i, p in enumerate(parts, 1):  # every command is parsed and checked before the first runs
+        rc = _check(p)
+        if rc:
+            print(f"pri batch: command {i} of {len(parts)} (pri {p[0]}) is refused above; nothing was run",
+                  file=sys.stderr)
+            return rc
     for i, p in enumerate(parts, 1):
         print(f"pri batch: [{i}/{len(parts)}] pri {' '.join(p)}", file=sys.stderr, flush=True)
         rc = main(p)

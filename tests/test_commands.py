@@ -52,3 +52,27 @@ def _dry(args: list[str]) -> subprocess.CompletedProcess:
 def test_documented_workflow_commands_dry_run(args):
     r = _dry(args)
     assert r.returncode == 0, r.stderr[-3000:]
+
+
+def test_pri_batch_help_prints_help(capsys):
+    from pri.cli import main
+
+    assert main(["batch", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: pri batch") and "::" in out
+
+
+def test_pri_batch_checks_every_command_before_running_the_first(tmp_path, capsys):
+    from pri.cli import main
+
+    first, second = tmp_path / "a.pt", tmp_path / "b.pt"
+    common = ["invert", "--model", "vit_pico_patch4_28", "--schedule", "dmi", "--iterations", "4", "--batch", "4",
+              "--no-progress"]
+    rc = main(["batch", *common, "--out", str(first), "::", *common, "--lr", "-1", "--out", str(second)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--lr" in err and "nothing was run" in err
+    assert not first.exists() and not second.exists()
+    rc = main(["batch", *common, "--out", str(first), "::", *common, "--no-such-option", "--out", str(second)])
+    assert rc == 2 and not first.exists()
+    assert main(["batch", *common, "--out", str(first), "::", *common, "--out", str(second)]) == 0
+    assert first.exists() and second.exists()
