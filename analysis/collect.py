@@ -13,6 +13,7 @@ import pandas as pd
 import torch
 
 from pri.cost import speedups
+from pri.io import read_timing
 from pri.layout import parse
 from pri.schedules import Spec
 
@@ -22,6 +23,12 @@ from . import stats
 def _read(path):
     with open(path) as f:
         return json.load(f)
+
+
+def _timed(path, m: dict, key: str):
+    """A measured duration of an output: from its timing side file (pri.io.timing_path), or from the
+    output itself for results written before timings moved there."""
+    return read_timing(path).get(key, m.get(key))
 
 
 def _pct(x):
@@ -48,7 +55,7 @@ def teachers(paths) -> tuple[pd.DataFrame, dict]:
         tid = parse("teacher_metrics", p)["teacher"]
         conf[tid] = np.asarray(m.get("test_confidence") or [], dtype=np.float64)
         rows.append({"teacher": tid, "model": m.get("model"), "dataset": m.get("dataset"), "obtained": m.get("mode"),
-                     "sha256": m.get("sha256"), "top1_pct": _pct(m.get("top1")), "train_seconds": m.get("train_seconds"),
+                     "sha256": m.get("sha256"), "top1_pct": _pct(m.get("top1")), "train_seconds": _timed(p, m, "train_seconds"),
                      "recipe": json.dumps({k: v for k, v in rec.items() if k != "init_checkpoint"}, sort_keys=True)
                      if rec else ""})
     return pd.DataFrame(rows), conf
@@ -72,7 +79,7 @@ def distill(paths) -> tuple[pd.DataFrame, dict]:
             "label_imbalance": (max(m["label_counts"]) - min(x for x in m["label_counts"] if x) if m.get("label_counts")
                                 and any(m["label_counts"]) else None),
             "per_class": json.dumps(m.get("per_class")), "student": (m.get("student") or {}).get("name"),
-            "device": m.get("device"), "wall_seconds": m.get("wall_seconds"),
+            "device": m.get("device"), "wall_seconds": _timed(p, m, "wall_seconds"),
         })
     return pd.DataFrame(rows), conf
 
@@ -85,6 +92,7 @@ def pools(paths, max_update_values: int = 4000):
         key = parse("pool", p)
         pool = torch.load(p, weights_only=True)
         led = pool["ledger"]
+        timing = {**{k: led.get(k) for k in ("wall_seconds", "seconds_per_image")}, **read_timing(p)}
         kept = pool["masks"].float().mean(1)
         nc = int(led.get("teacher", {}).get("num_classes") or int(pool["labels"].max()) + 1)
         counts = torch.bincount(pool["labels"], minlength=nc)
@@ -95,7 +103,7 @@ def pools(paths, max_update_values: int = 4000):
             **key, "sweep_kind": sweep_kind(key["sweep"]), **describe(key["tag"]),
             "images": int(pool["images"].shape[0]), "kept_fraction": float(kept.mean()),
             "sparsity": 1.0 - float(kept.mean()), "mean_patches": float(pool["masks"].sum(1).float().mean()),
-            "inversion_seconds": led.get("wall_seconds"), "seconds_per_image": led.get("seconds_per_image"),
+            "inversion_seconds": timing["wall_seconds"], "seconds_per_image": timing["seconds_per_image"],
             "device": led.get("device"), "torch": led.get("torch"), "timm": led.get("timm"),
             "teacher_sha256": led.get("teacher", {}).get("sha256"), "num_classes": nc, "iterations": T,
             "classes_used": int(len(used)), "label_imbalance": int(used.max() - used.min()) if len(used) else 0,

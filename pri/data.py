@@ -427,12 +427,14 @@ def for_teacher(teacher, dataset: str | None, root: str | None, split: str, limi
     """``(name, images, labels, meta)`` of a split of the dataset a teacher was trained on (``dataset``
     if given, else the one its checkpoint records), at the teacher's input size, checked against
     its classes; ``limit``: only the first so many images (smoke tests)."""
-    name = dataset
+    name, recorded = dataset, teacher_dataset(teacher)
     if name is None:
-        trained = teacher.provenance.get("trained") or {}
-        name = (trained.get("recipe") or {}).get("dataset") or (trained.get("test") or {}).get("name")
+        name = recorded
         if name is None:
             raise PriError("--dataset", f"{teacher_path} does not record its dataset: pass --dataset")
+    elif recorded is not None and name != recorded:
+        raise PriError("--dataset", f"{teacher_path} was trained on {recorded}, not {name}: give --dataset {recorded} "
+                       "or leave it out (the teacher's own is the default)")
     _check_name(name)
     x, y, meta = load_dataset(name, root, split, img_size=int(teacher.model.patch_embed.img_size[0]))
     if int(meta["num_classes"]) != teacher.num_classes:
@@ -442,6 +444,13 @@ def for_teacher(teacher, dataset: str | None, root: str | None, split: str, limi
         x = x[sel] if isinstance(x, torch.Tensor) else torch.utils.data.Subset(x, sel.tolist())
         y = y[sel]
     return name, x, y, meta
+
+
+def teacher_dataset(teacher) -> str | None:
+    """The dataset a teacher's checkpoint records (its training recipe, or the test set it was
+    evaluated on), or None for a checkpoint that does not say."""
+    trained = teacher.provenance.get("trained") or {}
+    return (trained.get("recipe") or {}).get("dataset") or (trained.get("test") or {}).get("name")
 
 
 _CACHE: dict = {}

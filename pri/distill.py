@@ -217,9 +217,11 @@ def check_options(args) -> None:
         raise PriError("--limit-test", f"must be >= 1, got {args.limit_test}")
     if args.head_only and not args.student_checkpoint:
         raise PriError("--head-only", "training only a new head needs a pretrained student: give --student-checkpoint")
-    from .io import check_seed, check_writable
+    from .io import check_distinct, check_seed, check_writable
 
     check_seed(args.seed)
+    check_distinct({"--out": args.out, "--student-out": args.student_out},
+                   {"--teacher": args.teacher, "--pool": args.pool, "--student-checkpoint": args.student_checkpoint})
     check_writable(args.out, "--out")
     if args.student_out:
         check_writable(args.student_out, "--student-out")
@@ -259,7 +261,7 @@ def load_teacher(args, pools: list[dict], device):
     teacher = load_model(name, args.teacher, option="--teacher", frozen=True, model_option="--teacher-model")
     teacher.model.to(device).eval()
     for path, pool in zip(args.pool, pools):
-        check_teacher(path, pool, teacher.provenance.get("sha256"), args.teacher, allow_other=args.allow_other_teacher)
+        check_teacher(path, pool, teacher, args.teacher, allow_other=args.allow_other_teacher)
     m = teacher.model
     t_img, t_ch, n = int(m.patch_embed.img_size[0]), int(m.patch_embed.proj.in_channels), num_patches(m)
     C, H, W = pools[0]["images"].shape[1:]
@@ -483,7 +485,7 @@ def train(args, run: int, model, norm, targets: TeacherTargets, syn: Synthetic, 
 
 def run(args) -> int:
     from .engine import Augment
-    from .io import atomic_write_json, device_name, setup_runtime, versions
+    from .io import atomic_write_json, device_name, setup_runtime, versions, with_timing
     from .models import save_checkpoint
     from .train import evaluate
     from .vit import patch_size
@@ -571,14 +573,17 @@ def run(args) -> int:
         "student": {"name": args.student, "provenance": runs[-1]["student"]},
         "test": {"dataset": ds_name, "source": test_meta["source"], "sha256": test_meta["sha256"],
                  "num_images": int(len(test_y))},
-        "confidence": conf, "hyperparameters": hyper, "teacher_seconds": teacher_seconds,
-        "train_seconds": sum(r["train_seconds"] for r in runs), "wall_seconds": time.perf_counter() - t_start,
+        "confidence": conf, "hyperparameters": hyper,
         "versions": versions(), "seed": args.seed, "device": device_name(device),
     }
+    train_runs = [r.pop("train_seconds") for r in runs]  # seconds go to the timing file: same work, same bytes
+    timing = {"teacher_seconds": teacher_seconds, "train_seconds": sum(train_runs), "train_seconds_runs": train_runs,
+              "wall_seconds": time.perf_counter() - t_start}
     if args.student_out:
         sprov = {"distilled": {k: metrics[k] for k in ("top1", "steps", "images", "method")},
                  "pools": pool_info, "hyperparameters": hyper, "student": runs[-1]["student"]}
         metrics["student"]["checkpoint_sha256"] = save_checkpoint(args.student_out, student.cpu(), args.student,
                                                                   s_mean, s_std, sprov)
     atomic_write_json(args.out, metrics)
+    with_timing(args.out, timing)
     return 0

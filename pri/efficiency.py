@@ -205,11 +205,15 @@ def _params(s: Schedule) -> dict:
 
 
 def run(args) -> int:
-    from .io import check_seed, check_writable
+    from .io import check_distinct, check_seed, check_writable, with_timing
 
     set_threads(args.threads)
     what = resolve_what(args.what)
     check_seed(args.seed)
+    for opt in ("steps", "warmup", "repeats"):
+        if getattr(args, opt) < (0 if opt == "warmup" else 1):
+            raise PriError("--" + opt, f"must be >= {0 if opt == 'warmup' else 1}, got {getattr(args, opt)}")
+    check_distinct({"--out": args.out}, {"--checkpoint": args.checkpoint})
     check_writable(args.out, "--out")
     from .models import load_model
     from .vit import num_patches
@@ -237,9 +241,9 @@ def run(args) -> int:
                        "backward": args.backward, "threads": torch.get_num_threads(), **versions()},
         "rows": rows,
         "details": details,
-        "seconds": wall,
     }
     atomic_write_json(args.out, out)
+    with_timing(args.out, {"wall_seconds": wall})
     _print_summary(rows, what)
     print(f"pri efficiency: {len(rows)} schedule(s) of {args.model} in {wall:.1f} s -> {args.out}")
     return 0

@@ -216,6 +216,23 @@ class Stage:
             self._body()
 
 
+def check_memory(batch: int, trajectories: int, shape: tuple, device: torch.device) -> None:
+    """Refuse, before allocating, a batch whose pixels and Adam state alone (four float32 copies of
+    the trajectories, plus the uint8 output images) exceed the memory of the device."""
+    c, h, w = shape
+    need = trajectories * c * h * w * 4 * 4 + batch * c * h * w
+    if device.type == "cuda":
+        have = torch.cuda.get_device_properties(device).total_memory
+    else:
+        import os
+
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise PriError("--batch", f"{batch} images of {c}x{h}x{w} need at least {need / 2**30:.3g} GiB for the pixels "
+                       f"and their optimiser state alone, more than the {have / 2**30:.3g} GiB of {device.type}: lower "
+                       "--batch (or split the images over jobs with --part/--parts)")
+
+
 class Inverter:
     def __init__(self, teacher: Teacher, schedule: Schedule, cfg: InversionConfig):
         self.teacher, self.schedule, self.cfg = teacher, schedule, cfg
@@ -245,6 +262,7 @@ class Inverter:
         self.g_aug = torch.Generator().manual_seed(derive_seed(cfg.seed, "augment"))
         self.g_score = torch.Generator().manual_seed(derive_seed(cfg.seed, "score"))
         b = self.trajectories
+        check_memory(cfg.batch, b, (self.c, self.h, self.w), self.device)
         self.labels = assign_labels(b, teacher.num_classes, cfg.seed if cfg.label_seed is None else cfg.label_seed,
                                     cfg.part, cfg.parts, cfg.classes).to(self.device)
         x0 = torch.randn(b, self.c, self.h, self.w, generator=self.g_init)
@@ -362,7 +380,9 @@ class Inverter:
         }
 
     def _ledger(self, counts, images_out, wall) -> dict:
-        from .io import device_name, versions
+        """The pool's ledger. Its TIMING_KEYS (wall-clock, peak memory) differ between two runs of
+        the same work: pri.io.atomic_torch_save writes them to the pool's timing side file."""
+        from .io import device_name, versions, weights_sha256
 
         cfg = self.cfg
         if self.device.type == "cuda":
@@ -390,7 +410,7 @@ class Inverter:
             "seed": cfg.seed,
             "config": asdict(cfg),
             "augmentations": len(self.aug),
-            "teacher": dict(self.teacher.provenance),
+            "teacher": {**self.teacher.provenance, "weights_sha256": weights_sha256(self.model)},
             **versions(),
         }
 

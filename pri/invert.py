@@ -70,9 +70,13 @@ def check_options(args) -> None:
         raise PriError("--num-classes", f"must be >= 2, got {args.num_classes}")
     if args.parts < 1 or not 0 <= args.part < args.parts:
         raise PriError("--part", f"must lie in [0, --parts) = [0, {args.parts}), got {args.part}")
+    from .io import check_distinct
+
+    check_distinct({"--out": args.out}, {"--checkpoint": args.checkpoint if args.checkpoint else None})
     check_writable(args.out, "--out")
-    if args.checkpoint and os.path.abspath(args.checkpoint) == os.path.abspath(args.out):
-        raise PriError("--out", f"{args.out} is the teacher checkpoint itself: write the pool elsewhere")
+    if args.batch > os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"):  # a byte per image is already too many
+        raise PriError("--batch", f"{args.batch} images cannot fit in this machine's memory: lower --batch (or split "
+                       "the images over jobs with --part/--parts)")
 
 
 def load_teacher(args):

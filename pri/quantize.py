@@ -362,6 +362,28 @@ def settings_of(w_bits: list[int], a_bits: list[int]) -> list[tuple[int, int]]:
     return pairs
 
 
+def check_options(args) -> list[tuple[int, int]]:
+    """Every option that can be checked before any work; returns the (w_bits, a_bits) settings."""
+    from .io import check_distinct, check_seed, check_writable
+
+    settings = settings_of(args.w_bits, args.a_bits)
+    for opt, val in (("--calib-images", args.calib_images), ("--draws", args.draws), ("--eval-batch", args.eval_batch)):
+        if val < 1:
+            raise PriError(opt, f"must be >= 1, got {val}")
+    check_seed(args.seed)
+    if args.limit_test is not None and args.limit_test < 1:
+        raise PriError("--limit-test", f"must be >= 1, got {args.limit_test}")
+    if args.calibration == "pool" and not args.pool:
+        raise PriError("--pool", "--calibration pool needs pool files: give --pool PATH ... (or --calibration noise "
+                       "or real)")
+    if args.calibration != "pool" and args.pool:
+        raise PriError("--pool", f"--calibration {args.calibration} reads no pool: drop --pool, or use "
+                       "--calibration pool")
+    check_distinct({"--out": args.out}, {"--teacher": args.teacher, "--pool": args.pool})
+    check_writable(args.out, "--out")
+    return settings
+
+
 def draw_generator(seed: int, draw: int) -> tuple[torch.Generator, int]:
     """The generator of calibration draw ``draw`` (and its seed), independent across (seed, draw) pairs."""
     from .io import derive_seed
@@ -373,28 +395,13 @@ def draw_generator(seed: int, draw: int) -> tuple[torch.Generator, int]:
 def run(args) -> int:
     from .data import batches, for_teacher, prepare
     from .distill import normalise
-    from .io import atomic_write_json, check_writable, device_name, setup_runtime, versions
+    from .io import atomic_write_json, device_name, setup_runtime, versions, with_timing
     from .models import load_model, read_checkpoint, sha256_file
     from .pool import check_teacher, load_pool
     from .train import evaluate
 
     t_start = time.perf_counter()
-    # --- check options before any work ---------------------------------------------------------
-    settings = settings_of(args.w_bits, args.a_bits)
-    for opt, val in (("--calib-images", args.calib_images), ("--draws", args.draws), ("--eval-batch", args.eval_batch)):
-        if val < 1:
-            raise PriError(opt, f"must be >= 1, got {val}")
-    if args.seed < 0:
-        raise PriError("--seed", f"must be >= 0, got {args.seed}")
-    if args.limit_test is not None and args.limit_test < 1:
-        raise PriError("--limit-test", f"must be >= 1, got {args.limit_test}")
-    if args.calibration == "pool" and not args.pool:
-        raise PriError("--pool", "--calibration pool needs pool files: give --pool PATH ... (or --calibration noise "
-                       "or real)")
-    if args.calibration != "pool" and args.pool:
-        raise PriError("--pool", f"--calibration {args.calibration} reads no pool: drop --pool, or use "
-                       "--calibration pool")
-    check_writable(args.out, "--out")
+    settings = check_options(args)
     device, _ = setup_runtime(args.threads, args.device)
     progress = not args.no_progress
 
@@ -415,14 +422,13 @@ def run(args) -> int:
         check_supported(model)
     except ValueError as e:
         raise PriError("--teacher-model", f"{tname} cannot be quantised here: {e}") from e
-    t_sha = teacher.provenance["sha256"]
     t_img, t_ch, N = int(model.patch_embed.img_size[0]), int(model.patch_embed.proj.in_channels), num_patches(model)
     mean, std = list(teacher.mean), list(teacher.std)
 
     # --- pools -----------------------------------------------------------------------------------
     pool_info = []
     for path, pool in zip(args.pool or [], pools):
-        check_teacher(path, pool, t_sha, args.teacher, option="--teacher", allow_other=args.allow_other_teacher)
+        check_teacher(path, pool, teacher, args.teacher, option="--teacher", allow_other=args.allow_other_teacher)
         C, H, W_ = pool["images"].shape[1:]
         if (C, H, W_) != (t_ch, t_img, t_img) or pool["masks"].shape[1] != N:
             raise PriError("--pool", f"{path}: images are {C}x{H}x{W_} with {pool['masks'].shape[1]} patches; the "
@@ -544,10 +550,10 @@ def run(args) -> int:
         "teacher": {"path": os.path.abspath(args.teacher), "model": tname, "provenance": teacher.provenance},
         "test": {"dataset": ds_name, "split": "test", "source": test_meta["source"], "sha256": test_meta["sha256"],
                  "num_images": int(len(test_y)), "limit_test": args.limit_test},
-        "timing": {"fp_eval_seconds": fp_seconds, "calibration_seconds": cal_seconds,
-                   "evaluation_seconds": eval_seconds, "weight_quant_seconds": t_wq,
-                   "wall_seconds": time.perf_counter() - t_start},
         "versions": versions(), "device": device_name(device),
     }
     atomic_write_json(args.out, metrics)
+    with_timing(args.out, {"fp_eval_seconds": fp_seconds, "calibration_seconds": cal_seconds,
+                           "evaluation_seconds": eval_seconds, "weight_quant_seconds": t_wq,
+                           "wall_seconds": time.perf_counter() - t_start})
     return 0

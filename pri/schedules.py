@@ -287,12 +287,14 @@ class PRI(Schedule):
     def validate(self, n, iterations, batch):
         super().validate(n, iterations, batch)
         if not 1 <= self.v <= n:
-            raise PriError("--v", f"division factor must lie in [1, {n}] (the model has {n} patches; got {self.v})")
+            opt = getattr(self, "v_option", "--v")
+            raise PriError(opt, f"division factor must lie in [1, {n}] (the model has {n} patches; got {self.v}"
+                           f"{' in the tag' if opt != '--v' else ''})")
         if iterations < self.v:
-            raise PriError("--iterations", f"must be >= --v ({self.v}) so every detach point is a distinct "
+            raise PriError("--iterations", f"must be >= v ({self.v}) so every detach point is a distinct "
                            f"iteration (got {iterations})")
         if batch < self.v:
-            raise PriError("--batch", f"counts output images and must be >= --v ({self.v}); got {batch}")
+            raise PriError("--batch", f"counts output images and must be >= v ({self.v}); got {batch}")
 
     def trajectories(self, batch):
         return batch // self.v
@@ -411,7 +413,8 @@ def _smi(v, n, T, o):
 
 def _smi_rerank(v, n, T, o):
     base = _smi(v, n, T, o) if v is not None else _smi_custom(v, n, T, o)
-    return SMIRerank(base.prune_at, base.ratios, base.keep, every=o.get("rerank_every") or max(1, T // 10))
+    every = o.get("rerank_every")
+    return SMIRerank(base.prune_at, base.ratios, base.keep, every=max(1, T // 10) if every is None else every)
 
 
 def _dmi_updates(v, n, T, o):
@@ -461,6 +464,7 @@ class Spec:
     """A method tag, parsed: the registry entry ``name`` and its division factor ``v``."""
     name: str
     v: int | None = None
+    option: str = field(default="--v", compare=False, repr=False)  # where v was given: errors about it name this
 
     @classmethod
     def parse(cls, tag: str, option: str = "--schedule") -> "Spec":
@@ -470,7 +474,7 @@ class Spec:
             name, v = None, None
         if name not in REGISTRY:
             raise PriError(option, f"unknown method tag {tag!r}: use one of {tag_help()}")
-        spec = cls(name, v)
+        spec = cls(name, v, option)
         spec.check(option)
         return spec
 
@@ -512,7 +516,9 @@ class Spec:
             takes = ", ".join(OPTIONS[o] for o in sorted(allowed)) or "none"
             raise PriError(OPTIONS.get(bad[0], bad[0]), f"{self.tag} does not take {OPTIONS.get(bad[0], bad[0])} "
                            f"(its options: {takes})")
-        return self.method.build(self.v, n, iterations, options)
+        schedule = self.method.build(self.v, n, iterations, options)
+        schedule.v_option = self.option
+        return schedule
 
     def describe(self) -> dict:
         return {"tag": self.tag, "method": self.name, "family": self.family, "v": self.v,

@@ -146,19 +146,20 @@ def check_options(args) -> None:
     for opt, val in (("--batch", args.batch), ("--eval-batch", args.eval_batch)):
         if val < 1:
             raise PriError(opt, f"must be >= 1, got {val}")
-    for opt in ("weight_decay", "warmup", "crop_pad", "grad_clip"):
-        if getattr(args, opt) < 0:
-            raise PriError("--" + opt.replace("_", "-"), f"must be >= 0, got {getattr(args, opt)}")
-    if not 0.0 <= args.label_smoothing < 1.0:
+    for opt in ("weight_decay", "warmup", "crop_pad", "grad_clip", "workers"):
+        val = getattr(args, opt)
+        if not (math.isfinite(val) and val >= 0):
+            raise PriError("--" + opt.replace("_", "-"), f"must be a finite number >= 0, got {val}")
+    if not (math.isfinite(args.label_smoothing) and 0.0 <= args.label_smoothing < 1.0):
         raise PriError("--label-smoothing", f"must be in [0, 1), got {args.label_smoothing}")
-    from .io import check_seed, check_writable
+    from .io import check_distinct, check_seed, check_writable
 
     check_seed(args.seed)
+    check_distinct({"--out": args.out, "--metrics": args.metrics},
+                   {"--checkpoint": args.checkpoint, "--init-checkpoint": args.init_checkpoint})
     for opt in ("out", "metrics"):
         if getattr(args, opt):
             check_writable(getattr(args, opt), "--" + opt)
-    if args.out and args.metrics and os.path.abspath(args.out) == os.path.abspath(args.metrics):
-        raise PriError("--metrics", "--metrics and --out name the same file: give two files")
 
 
 def _limit(x, y, keep):
@@ -274,14 +275,14 @@ def train(args, model, num_classes, mean, std, init_note, device, amp, progress)
             bar.update(1)
     bar.close()
     sync(device)
-    recipe.update(final_train_loss_ema=loss_ema, train_seconds=time.perf_counter() - t0)
+    recipe.update(final_train_loss_ema=loss_ema)
     model.eval()
-    return recipe, {"source": meta["source"], "sha256": meta["sha256"], "num_images": n_train}, steps
+    return recipe, {"source": meta["source"], "sha256": meta["sha256"], "num_images": n_train,
+                    "train_seconds": time.perf_counter() - t0}, steps
 
 
 def run(args) -> int:
-    from .io import atomic_write_json, device_name, setup_runtime, versions
-    from .models import save_checkpoint, sha256_file
+    from .io import setup_runtime
     from .train import evaluate
 
     t_start = time.perf_counter()
@@ -294,23 +295,33 @@ def run(args) -> int:
     recipe, train_data, steps = (None, None, 0)
     if not args.checkpoint:
         recipe, train_data, steps = train(args, model, num_classes, mean, std, init_note, device, amp, progress)
-    train_seconds = recipe["train_seconds"] if recipe else 0.0
+    timing = {"train_seconds": train_data.pop("train_seconds") if train_data else 0.0}
 
     t_eval = time.perf_counter()
     img = model_geometry(model)[0]
     ev = evaluate(model, test_x, test_y, num_classes, img, mean, std, device, batch=args.eval_batch, amp=amp,
                   workers=args.workers, progress=progress)
-    eval_seconds = time.perf_counter() - t_eval
+    timing["eval_seconds"] = time.perf_counter() - t_eval
     print(f"pri teacher: {args.model} on {args.dataset} test: top-1 {100 * ev['top1']:.2f}% "
-          f"({ev['num_images']} images)" + (f", trained {train_seconds:.1f} s" if recipe else ""))
+          f"({ev['num_images']} images)" + (f", trained {timing['train_seconds']:.1f} s" if recipe else ""))
+    write_outputs(args, model, ev, test_meta, recipe, train_data, loaded, mean, std, device, steps,
+                  lambda: {**timing, "total_seconds": time.perf_counter() - t_start})
+    return 0
 
+
+def write_outputs(args, model, ev, test_meta, recipe, train_data, loaded, mean, std, device, steps, timing) -> None:
+    """The checkpoint (--out) and the metrics (--metrics): the same work gives the same bytes, the
+    seconds go to each output's timing side file (``timing()`` gives them)."""
+    from .io import atomic_write_json, device_name, versions, weights_sha256, with_timing
+    from .models import save_checkpoint, sha256_file
+
+    num_classes, (img, ch) = int(model.num_classes), model_geometry(model)
     test_info = {"name": args.dataset, "split": "test", "source": test_meta["source"], "sha256": test_meta["sha256"],
                  "num_images": ev["num_images"]}
     provenance = {
-        "model": args.model, "num_classes": num_classes, "img_size": img, "in_chans": model_geometry(model)[1],
-        "test_top1": ev["top1"], "test_per_class": ev["per_class"], "test": test_info,
-        "train_seconds": train_seconds, "eval_seconds": eval_seconds, "versions": versions(),
-        "device": device_name(device), "seed": args.seed,
+        "model": args.model, "num_classes": num_classes, "img_size": img, "in_chans": ch,
+        "test_top1": ev["top1"], "test_per_class": ev["per_class"], "test": test_info, "versions": versions(),
+        "device": device_name(device), "seed": args.seed, "weights_sha256": weights_sha256(model),
     }
     if recipe is not None:
         provenance.update(recipe=recipe, train=train_data)
@@ -319,17 +330,18 @@ def run(args) -> int:
                                               "sha256": sha256_file(args.checkpoint)}
         if loaded.provenance.get("trained"):
             provenance["trained"] = loaded.provenance["trained"]
-    sha = save_checkpoint(args.out, model, args.model, mean, std, provenance,
-                          test_confidence=ev["confidence"]) if args.out else None
+    sha = None
+    if args.out:
+        sha = save_checkpoint(args.out, model, args.model, mean, std, provenance, test_confidence=ev["confidence"])
+        with_timing(args.out, timing())
     if args.metrics:
         atomic_write_json(args.metrics, {
             "top1": ev["top1"], "top5": ev["top5"], "per_class": ev["per_class"], "test_images": ev["num_images"],
             "checkpoint": os.path.abspath(args.out) if args.out else os.path.abspath(args.checkpoint),
-            "sha256": sha if sha else sha256_file(args.checkpoint),
-            "model": args.model, "dataset": args.dataset, "recipe": recipe, "train_seconds": train_seconds,
-            "eval_seconds": eval_seconds, "total_seconds": time.perf_counter() - t_start, "steps": steps,
+            "sha256": sha if sha else sha256_file(args.checkpoint), "weights_sha256": provenance["weights_sha256"],
+            "model": args.model, "dataset": args.dataset, "recipe": recipe, "steps": steps,
             "mean": mean, "std": std, "versions": versions(), "device": device_name(device), "seed": args.seed,
             "mode": recipe["mode"] if recipe else "evaluate",
             "test_confidence": [round(float(c), 6) for c in ev["confidence"]],
         })
-    return 0
+        with_timing(args.metrics, timing())

@@ -10,6 +10,7 @@ from cli_helper import main
 
 from pri.distill import EpochOrder, kd_loss
 from pri.engine import Augment
+from pri.io import read_timing
 from pri.models import build_model, load_model, save_checkpoint
 
 MODEL = "vit_pico_patch2_8"  # 8 px digits, 4x4 = 16 patches of 2 px
@@ -112,7 +113,9 @@ def test_mixed_mask_sizes_and_metrics(tmp_path, teacher):
     assert conf["wasserstein1"] >= 0 and 0 <= conf["ks"] <= 1
     hp = m["hyperparameters"]
     assert hp["temperature"] == 4.0 and hp["optimizer"] == "adamw" and hp["seed"] == 0
-    assert m["versions"]["torch"] == torch.__version__ and m["wall_seconds"] > 0
+    assert m["versions"]["torch"] == torch.__version__ and "wall_seconds" not in m  # same work, same bytes
+    timing = read_timing(str(tmp_path / "m.json"))
+    assert timing["wall_seconds"] > 0 and len(timing["train_seconds_runs"]) == 1
 
 
 def test_same_seed_identical_other_seed_differs(tmp_path, teacher):

@@ -1,5 +1,6 @@
 """`pri invert`: the pool-file contract, bad input, safe checkpoint loading."""
 import hashlib
+import json
 import os
 import pickle
 import subprocess
@@ -34,7 +35,10 @@ def test_pool_file_contract(tmp_path, capsys):
     assert led["method"] == "pri" and led["v"] == 4 and led["iterations"] == 8
     assert len(led["active_tokens"]) == 8 and led["images_out"] == 8
     assert led["teacher"]["model"] == "vit_pico_patch4_28" and led["teacher"]["sha256"] == "random-init"
-    assert [f for f in os.listdir(tmp_path) if f != "pool.pt"] == []  # no temporary left behind
+    assert "wall_seconds" not in led and "peak_memory_mb" not in led  # measurements: in the timing side file
+    timing = json.loads((tmp_path / "pool.pt.timing.json").read_text())
+    assert timing["wall_seconds"] > 0 and timing["peak_memory_mb"] > 0
+    assert sorted(os.listdir(tmp_path)) == ["pool.pt", "pool.pt.timing.json"]  # no temporary left behind
 
 
 BAD = [

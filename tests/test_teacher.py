@@ -11,6 +11,7 @@ import pytest
 import torch
 from cli_helper import main
 
+from pri.io import read_timing
 from pri.models import load_model, sha256_file
 from pri.teacher import random_hflip, random_translate
 from pri.train import lr_at
@@ -34,7 +35,8 @@ def test_trains_well_above_chance(digits_teacher):
     assert m["top1"] > 0.45, m["top1"]  # chance is 0.10
     assert m["test_images"] == 355 and len(m["per_class"]) == 10
     assert m["recipe"]["train_images"] == 300 and m["recipe"]["steps"] == 30 * math.ceil(300 / 32)
-    assert m["train_seconds"] > 0 and m["versions"]["torch"] == torch.__version__
+    assert m["versions"]["torch"] == torch.__version__ and "train_seconds" not in m  # in the timing side file
+    assert read_timing(out)["train_seconds"] > 0 and read_timing(out)["eval_seconds"] > 0
 
 
 def test_checkpoint_roundtrip_with_provenance(digits_teacher, tmp_path):
