@@ -301,6 +301,15 @@ def progress(total, enabled=True, desc=None, **kw):
     kw.setdefault("dynamic_ncols", True)
     return Bar(total=total, disable=not enabled, desc=desc, mininterval=every, **kw)
 
+def resave_hint(path: str) -> str:
+    """How to turn a checkpoint holding Python objects (e.g. DeiT's argparse.Namespace under 'args')
+    into one of tensors, once, on a machine where its origin is trusted."""
+    base = os.path.splitext(path)[0]
+    return (f"only if you trust its origin, re-save its weights as tensors once: python -c \"import torch; "
+            f"c = torch.load('{path}', weights_only=False); torch.save(c.get('model', c), '{base}.weights.pth')\" "
+            f"and give {base}.weights.pth")
+
+
 def safe_torch_load(path: str, option: str, what: str = "checkpoint"):
     """``torch.load(path, weights_only=True)`` with one-line errors naming ``option``. The file's
     structure decides the message, never an exception's text: a torch archive that references
@@ -324,8 +333,8 @@ def safe_torch_load(path: str, option: str, what: str = "checkpoint"):
             raise PriError(option, f"{path} is not a readable torch file ({type(e).__name__})") from e
         if unsafe:
             raise PriError(option, f"refused to load {path}: it references Python objects beyond tensors and plain "
-                           f"containers ({', '.join(sorted(unsafe)[:3])}), so loading it could run code; never load "
-                           f"it with weights_only=False: re-save the data as tensors and plain containers")
+                           f"containers ({', '.join(sorted(unsafe)[:3])}), so loading it could run code; "
+                           + resave_hint(path))
     else:
         try:
             with open(path, "rb") as f:
@@ -334,8 +343,7 @@ def safe_torch_load(path: str, option: str, what: str = "checkpoint"):
             raise PriError(option, f"{path} is not a torch file (neither a torch.save archive nor a pickle)") from e
         if ops & {"GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX"}:
             raise PriError(option, f"refused to load {path}: a raw pickle referencing Python objects (loading it could "
-                           "run code); never load it with weights_only=False: re-save it with torch.save as tensors "
-                           "and plain containers")
+                           "run code); " + resave_hint(path))
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - truncated or damaged

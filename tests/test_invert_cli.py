@@ -150,3 +150,23 @@ def test_real_process_exit_code_and_no_output(tmp_path):
 def test_pri_batch_must_be_a_multiple_of_v(tmp_path, capsys):
     rc, err, out = _run(["--schedule", "pri_v4", "--batch", "6"], tmp_path, capsys)
     assert rc != 0 and "--batch" in err and "multiple of 4" in err and not out.exists()
+
+
+def test_a_checkpoint_with_python_objects_says_how_to_resave_it(tmp_path, capsys):
+    """DeiT's released files hold an argparse.Namespace next to the weights: refused (loading it
+    could run code), with a command that re-saves the weights, which then load."""
+    import argparse
+    import shlex
+    import subprocess
+    import sys
+
+    torch.manual_seed(0)
+    deit_like = tmp_path / "deit.pth"
+    torch.save({"model": build_model("vit_pico_patch4_28").state_dict(), "args": argparse.Namespace(lr=1.0)},
+               deit_like)
+    rc, err, out = _run(["--method", "dmi", "--checkpoint", str(deit_like)], tmp_path, capsys)
+    assert rc == 2 and "could run code" in err and not out.exists()
+    cmd = err.split("python -c ", 1)[1].split(" and give ")[0]
+    subprocess.run([sys.executable, "-c", shlex.split(cmd)[0]], check=True, cwd=tmp_path)
+    rc, err, out = _run(["--method", "dmi", "--checkpoint", str(tmp_path / "deit.weights.pth")], tmp_path, capsys)
+    assert rc == 0, err
