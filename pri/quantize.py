@@ -139,6 +139,9 @@ def check_supported(model: nn.Module) -> None:
     from timm.models.vision_transformer import Attention, Block
 
     check_model(model)
+    if getattr(model, "rope", None) is not None:
+        raise ValueError(f"{type(model).__name__}: rotary position embedding (the quantiser's forward has no rotary "
+                         "terms; the inverter supports it)")
     bad = []
     if getattr(model, "dist_token", None) is not None:
         bad.append("a distillation token (distilled DeiT: only a class token is supported)")

@@ -11,9 +11,10 @@ over the active patch keys, averaged over heads (for a distilled DeiT too: the c
 row, not the distillation token's). It is computed only when asked for (one extra q_cls . K^T
 product); every other forward keeps timm's fused attention kernel.
 
-Families the sparse forward does not know are refused by ``check_model`` in one line naming the
-model class and the reason: rotary (Eva/EVA-02) and relative-position (BEiT, relpos ViTs)
-attention, parallel or post-norm blocks, hybrid (CNN-stem) embeddings, attention-pool heads.
+Eva/EVA-02 runs with its rotary embedding taken at each kept patch's own position. Families the
+sparse forward does not know are refused by ``check_model`` in one line naming the model class and
+the reason: relative-position attention (BEiT, relpos, SAM), parallel or post-norm blocks, hybrid
+(CNN-stem) embeddings, attention-pool heads.
 """
 from __future__ import annotations
 
@@ -24,24 +25,36 @@ from torch import nn
 
 # model classes whose attention the sparse forward would get wrong: the reason, said in the refusal
 _REFUSED_FAMILIES = {
-    "Eva": "rotary position embedding (Eva/EVA-02 attention) is not applied by the sparse forward",
     "Beit": "relative position bias (BEiT attention) is not applied by the sparse forward",
     "VisionTransformerRelPos": "relative position attention is not applied by the sparse forward",
     "VisionTransformerSAM": "windowed attention with relative positions (SAM) is not supported",
 }
 
 
+def _known_blocks(model: nn.Module) -> tuple[type, type]:
+    """(block class, attention class) the sparse forward reproduces for ``model``'s family."""
+    if type(model).__name__ == "Eva":
+        from timm.models.eva import EvaAttention, EvaBlock
+
+        return EvaBlock, EvaAttention
+    from timm.layers import Attention
+    from timm.models.vision_transformer import Block
+
+    return Block, Attention
+
+
 def check_model(model: nn.Module) -> None:
     """Raise ValueError, in one line naming the model class and the reason, unless ``model`` is a
-    timm VisionTransformer whose forward the sparse forward reproduces exactly."""
-    from timm.layers import Attention, PatchEmbed
-    from timm.models.vision_transformer import Block, VisionTransformer
+    timm VisionTransformer (or distilled DeiT, or Eva with its rotary embedding) whose forward the
+    sparse forward reproduces exactly."""
+    from timm.layers import PatchEmbed
+    from timm.models.vision_transformer import VisionTransformer
 
     kind = type(model).__name__
     if kind in _REFUSED_FAMILIES:
         raise ValueError(f"{kind}: {_REFUSED_FAMILIES[kind]}")
-    if not isinstance(model, VisionTransformer):
-        raise ValueError(f"{kind} is not a timm VisionTransformer (or a distilled DeiT)")
+    if not isinstance(model, VisionTransformer) and kind != "Eva":
+        raise ValueError(f"{kind} is not a timm VisionTransformer, distilled DeiT or Eva")
     if getattr(model, "cls_token", None) is None:
         raise ValueError("model has no class token: PRI/SMI need a CLS token (use a ViT with class_token=True)")
     if getattr(model, "dynamic_img_size", False):
@@ -52,17 +65,28 @@ def check_model(model: nn.Module) -> None:
                          "(hybrid CNN stems are not supported)")
     if any(int(s) % int(q) for s, q in zip(pe.img_size, pe.patch_size)):
         raise ValueError(f"image size {tuple(pe.img_size)} is not a multiple of the patch size {tuple(pe.patch_size)}")
-    for i, blk in enumerate(model.blocks):
-        if type(blk) is not Block or type(getattr(blk, "attn", None)) is not Attention:
-            what = type(blk).__name__ if type(blk) is not Block else type(blk.attn).__name__
-            raise ValueError(f"block {i} is a {what}: the sparse forward knows timm's pre-norm Block with its "
-                             "standard Attention (parallel, post-norm and other attention blocks are refused)")
+    _check_blocks(model)
     if getattr(model, "attn_pool", None) is not None or model.global_pool not in ("token", "avg"):
         raise ValueError(f"global_pool={model.global_pool!r}: the sparse forward pools by the class token or "
                          "an average of the patch tokens (an attention-pool head is refused)")
     if model.num_classes == 0:
         raise ValueError("the model has no classifier head (num_classes=0): give --num-classes N, the classes "
                          "of the checkpoint's head")
+
+
+def _check_blocks(model: nn.Module) -> None:
+    block, attention = _known_blocks(model)
+    for i, blk in enumerate(model.blocks):
+        if type(blk) is not block or type(getattr(blk, "attn", None)) is not attention:
+            what = type(blk).__name__ if type(blk) is not block else type(blk.attn).__name__
+            raise ValueError(f"block {i} is a {what}: the sparse forward knows timm's pre-norm {block.__name__} with "
+                             f"its {attention.__name__} (parallel, post-norm and other blocks are refused)")
+    rope = getattr(model, "rope", None)
+    if rope is not None and not hasattr(rope, "feat_shape"):
+        raise ValueError(f"rotary embedding {type(rope).__name__} has no fixed patch grid: it is not supported")
+    drop = getattr(model, "patch_drop", None)
+    if drop is not None and float(getattr(drop, "prob", 0.0)) > 0:
+        raise ValueError("patch dropout is on (patch_drop_rate > 0): build the model without it")
 
 
 def prefix_tokens(model: nn.Module) -> list[torch.Tensor]:
@@ -139,24 +163,55 @@ def _head(model: nn.Module, h: torch.Tensor, valid: torch.Tensor | None) -> torc
     keep = valid.to(h.dtype).unsqueeze(-1)
     total = (h[:, npre:] * keep).sum(1)
     count = keep.sum(1)
-    if model.pool_include_prefix:
+    if getattr(model, "pool_include_prefix", False):
         total, count = total + h[:, :npre].sum(1), count + npre
     x = model.head_drop(model.fc_norm(total / count.clamp_min(1)))
     return model.head(x)
 
 
-def cls_attention_row(block: nn.Module, x: torch.Tensor, num_prefix: int) -> torch.Tensor:
+def _rope(model: nn.Module, idx: torch.Tensor | None):
+    """Eva's rotary embedding at the active patches' own positions (None for other families): the
+    table of every patch, or its rows at ``idx`` per image, shaped as timm shapes kept patches."""
+    rope = getattr(model, "rope", None)
+    if rope is None:
+        return None
+    full = rope.get_embed()  # [N, dim], or [depth, heads, N, dim] for mixed rope
+    if idx is None:
+        return full
+    if getattr(model, "rope_mixed", False):
+        return full[:, :, idx].permute(0, 2, 1, 3, 4)  # [depth, B, heads, K, dim]
+    return full[idx].unsqueeze(1)  # [B, 1, K, dim]
+
+
+def _query_key(attn: nn.Module, h: torch.Tensor, rope) -> tuple[torch.Tensor, torch.Tensor]:
+    """The block's queries and keys [B, heads, T, head_dim], as its attention computes them."""
+    B, T, _ = h.shape
+    if getattr(attn, "qkv", None) is None:  # Eva with separate projections
+        q, k = (proj(h).reshape(B, T, attn.num_heads, -1).transpose(1, 2) for proj in (attn.q_proj, attn.k_proj))
+    else:
+        if getattr(attn, "q_bias", None) is None:
+            qkv = attn.qkv(h)
+        else:
+            bias = torch.cat((attn.q_bias, attn.k_bias, attn.v_bias))
+            qkv = attn.qkv(h) + bias if attn.qkv_bias_separate else F.linear(h, attn.qkv.weight, bias)
+        q, k = qkv.reshape(B, T, 3, attn.num_heads, -1).permute(2, 0, 3, 1, 4)[:2]
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    if rope is not None:
+        from timm.layers import apply_rot_embed_cat
+
+        npt, half = attn.num_prefix_tokens, getattr(attn, "rotate_half", False)
+        q, k = (torch.cat([t[:, :, :npt], apply_rot_embed_cat(t[:, :, npt:], rope, half=half)], dim=2) for t in (q, k))
+    return q, k
+
+
+def cls_attention_row(block: nn.Module, x: torch.Tensor, num_prefix: int, rope=None) -> torch.Tensor:
     """Attention of the CLS query over the patch keys in ``block``, averaged over heads.
 
     Softmax runs over all keys (prefix tokens included), as the block computes it; the
     columns of the patch keys are returned: [B, K].
     """
     attn = block.attn
-    h = block.norm1(x)
-    B, T, _ = h.shape
-    qkv = attn.qkv(h).reshape(B, T, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-    q, k = qkv[0], qkv[1]
-    q, k = attn.q_norm(q), attn.k_norm(k)
+    q, k = _query_key(attn, block.norm1(x), rope)
     logits = (q[:, :, :1] * attn.scale) @ k.transpose(-2, -1)  # [B, H, 1, T]
     row = logits.float().softmax(dim=-1)[:, :, 0, num_prefix:]
     return row.mean(dim=1)
@@ -192,10 +247,13 @@ def sparse_forward(
     if not -nblk <= score_layer < nblk:
         raise ValueError(f"score layer {score_layer} outside the model's {nblk} blocks")
     at = score_layer % nblk
+    rope = _rope(model, idx)
+    mixed = rope is not None and getattr(model, "rope_mixed", False)
     for i, blk in enumerate(blocks):
+        kw = {} if rope is None else {"rope": rope[i] if mixed else rope}
         if with_score and i == at:
-            score = cls_attention_row(blk, h, model.num_prefix_tokens)
-        h = blk(h) if mask is None else blk(h, attn_mask=mask)
+            score = cls_attention_row(blk, h, model.num_prefix_tokens, kw.get("rope"))
+        h = blk(h, **kw) if mask is None else blk(h, attn_mask=mask, **kw)
     h = model.norm(h)
     logits = _head(model, h, valid)
     return (logits, score) if with_score else logits

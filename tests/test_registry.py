@@ -105,7 +105,7 @@ def test_every_vit_like_timm_model_is_exact_or_refused(capsys):
 @pytest.mark.parametrize("name, family", [
     ("deit_tiny_distilled_patch16_224", "exact"),
     ("vit_small_patch14_reg4_dinov2", "exact"),
-    ("eva02_tiny_patch14_224", "refused"),
+    ("eva02_tiny_patch14_224", "exact"),
     ("beit_base_patch16_224", "refused"),
     ("vit_small_patch16_18x2_224", "refused"),
     ("vit_medium_patch16_gap_256", "refused"),

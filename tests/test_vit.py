@@ -184,3 +184,30 @@ def test_checkpoint_at_another_image_size_is_resampled(tmp_path):
     same = load_model("vit_pico_patch4_28", str(path))
     assert "pos_embed_resampled_from" not in same.provenance
     assert torch.equal(same.model.pos_embed, torch.load(path, weights_only=True)["pos_embed"])
+
+
+def test_eva_rotary_embedding_at_the_kept_patches_own_positions():
+    """EVA-02's sparse forward on a subset equals its dense forward with the other patches masked out
+    as keys (so the rotary terms are those of each kept patch's own position), and the score is the
+    CLS row of the block's own attention, rotary terms included."""
+    import timm
+
+    torch.manual_seed(8)
+    model = timm.create_model("eva02_tiny_patch14_224", img_size=56, depth=2, num_classes=5,
+                              global_pool="token").eval()
+    check_model(model)
+    x = _input(model, 2)
+    n, npre = num_patches(model), model.num_prefix_tokens
+    idx = torch.tensor([[0, 3, 5, 9, 15], [1, 2, 7, 8, 14]])
+    keep = torch.cat([torch.ones(2, npre, dtype=torch.bool), index_to_mask(idx, n)], dim=1)
+    blk = model.blocks[-1]
+    blk.attn.fused_attn = False
+    seen = {}
+    hook = blk.attn.attn_drop.register_forward_hook(lambda m, i, o: seen.setdefault("attn", i[0].detach()))
+    with torch.no_grad():
+        logits, score = sparse_forward(model, x, idx, with_score=True)
+        hook.remove()
+        dense = model.forward_head(model.forward_features(x, attn_mask=keep[:, None, None, :]))
+    assert (logits - dense).abs().max().item() <= 1e-5
+    ref = seen["attn"][:, :, 0, npre:].mean(dim=1)
+    assert (score - ref).abs().max().item() <= 1e-5
