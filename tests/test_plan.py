@@ -81,17 +81,15 @@ def test_labels_are_balanced_and_paired_across_methods():
     assert set(assign_labels(20, C, 1, classes=[3]).tolist()) == {3}
 
 
-def test_unbalanced_labels_would_fail(monkeypatch):
-    """The balance check above is not vacuous: the engine's former rule (a random offset then a
-    permutation per job) is unbalanced across the jobs of a seed."""
-    def old(b, k, seed):
-        g = torch.Generator().manual_seed(seed)
-        off = int(torch.randint(k, (1,), generator=g))
-        return ((torch.arange(b) + off) % k)[torch.randperm(b, generator=g)]
-
-    labels = torch.cat([old(16, 10, 1000 * s) for s in range(4)])
-    counts = torch.bincount(labels, minlength=10)
-    assert int(counts.max() - counts.min()) > 1
+def test_balance_comes_from_continuing_class_runs_across_jobs():
+    """The balance check above is not vacuous: the same four jobs of 16 trajectories, each labelled
+    as if it were alone (part 0 of 1), leave some classes with twice the trajectories of others;
+    labelled as parts of one seed (part p of 4), they are balanced."""
+    C, b, jobs = 10, 16, 4
+    alone = torch.cat([assign_labels(b, C, label_seed=5) for _ in range(jobs)])
+    parts = torch.cat([assign_labels(b, C, label_seed=5, part=p, parts=jobs) for p in range(jobs)])
+    spread = lambda labels: int(torch.bincount(labels, minlength=C).max() - torch.bincount(labels, minlength=C).min())  # noqa: E731
+    assert spread(alone) > 1 and spread(parts) <= 1
 
 
 def test_iso_compute_image_counts_equal_budget_over_cost_within_a_trajectory():
