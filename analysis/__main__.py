@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import os
 
@@ -11,14 +12,46 @@ from pri.io import atomic_write_text
 
 from . import claims as C
 from . import collect, plots
+from . import stats as S
 
 
-def write_table(df: pd.DataFrame, out_dir: str, name: str, note: str = "") -> None:
-    """CSV (for report.html and tools) and markdown (for people) side by side, each written atomically."""
+CSS = """<meta charset="utf-8"><style>
+.pri-table{font:13px/1.35 -apple-system,"Segoe UI",Helvetica,Arial,sans-serif;color:#1f2328;background:#fff;
+ padding:6px;overflow-x:auto}
+.pri-table table{border-collapse:collapse;width:100%}
+.pri-table th,.pri-table td{border:1px solid #d0d7de;padding:3px 6px;text-align:left;vertical-align:top}
+.pri-table th{background:#f0f3f6;position:sticky;top:0}
+.pri-table tr:nth-child(even) td{background:#f8fafc}
+.pri-table td.v-supported{background:#dafbe1!important;font-weight:600}
+.pri-table td.v-not-supported{background:#ffebe9!important;font-weight:600}
+.pri-table td.v-inconclusive{background:#fff8c5!important}
+.pri-table td.v-not-run{color:#6e7781}
+.pri-table caption{caption-side:top;text-align:left;font-weight:600;padding:4px 0}
+</style>
+"""
+VERDICT_CLASS = {"supported": "v-supported", "not supported": "v-not-supported", "inconclusive": "v-inconclusive",
+                 "not run": "v-not-run"}
+
+
+def table_html(df: pd.DataFrame, title: str = "") -> str:
+    """A table as a small self-contained HTML fragment (its own CSS, scoped to .pri-table) that
+    report.html shows inline; verdict cells are coloured."""
+    body = df.to_html(index=False, na_rep="", float_format=lambda x: f"{x:.4g}", border=0, escape=True)
+    for text, cls in VERDICT_CLASS.items():
+        body = body.replace(f"<td>{text}</td>", f'<td class="{cls}">{text}</td>')
+    if title:
+        body = body.replace("<thead>", f"<caption>{html.escape(title)}</caption>\n  <thead>", 1)
+    return f'{CSS}<div class="pri-table">\n{body}\n</div>\n'
+
+
+def write_table(df: pd.DataFrame, out_dir: str, name: str, note: str = "", title: str = "") -> None:
+    """CSV (for tools), markdown (for people) and HTML (shown inside report.html) side by side, each
+    written atomically."""
     if df.empty:
         df = pd.DataFrame({"note": [note or "nothing to show"]})
     atomic_write_text(os.path.join(out_dir, "tables", f"{name}.csv"), df.to_csv(index=False))
     atomic_write_text(os.path.join(out_dir, "tables", f"{name}.md"), df.to_markdown(index=False, floatfmt=".4g") + "\n")
+    atomic_write_text(os.path.join(out_dir, "tables", f"{name}.html"), table_html(df, title))
 
 
 def main(argv=None) -> int:
@@ -31,6 +64,7 @@ def main(argv=None) -> int:
     ap.add_argument("--pools", nargs="*", default=[], help="pool files")
     ap.add_argument("--efficiency", nargs="*", default=[], help="efficiency JSONs (flops.json, time.json)")
     ap.add_argument("--quantize", nargs="*", default=[], help="quantisation JSONs")
+    ap.add_argument("--data", default="{}", help="JSON: teacher -> {dataset, data_root} (real images for the grid)")
     a = ap.parse_args(argv)
     missing, ccfg = json.loads(a.missing), json.loads(a.claims_config)
     level = float(ccfg.get("level", 0.95))
@@ -39,39 +73,97 @@ def main(argv=None) -> int:
 
     d = collect.load_all(a.teachers, a.distill, a.pools, a.efficiency, a.quantize, C.COMPARISONS, level,
                          int(ccfg.get("bootstrap", 2000)))
+    d.update(with_intervals(d, level))
     why = "; ".join(f"{m['key']}: {m['reason']}" for m in missing) if missing else ""
     for name in ("distill", "pools", "quantize"):
         atomic_write_text(os.path.join(a.out, f"{name}_tidy.csv"), d[name].to_csv(index=False))
-    write_table(d["accuracy"], a.out, "accuracy", f"accuracy track not run: {why}")
-    write_table(d["differences"], a.out, "differences", "no paired differences")
-    write_table(d["power"], a.out, "power", "no paired differences")
-    write_table(d["quantize_table"], a.out, "quantization", "quantisation is off")
-    write_table(d["efficiency"], a.out, "efficiency", "efficiency track not run")
-    write_table(d["theorem1"], a.out, "theorem1", "efficiency track not run")
-    write_table(d["teachers"], a.out, "teachers", f"no teacher: {why}")
-    write_table(d["versions"], a.out, "versions", "no jobs recorded versions")
-    write_table(pd.DataFrame(missing), a.out, "skipped", "nothing was skipped")
-
     rows = C.accuracy_claims(d["differences"], d["teachers"], ccfg, missing)
     rows += C.efficiency_claims(d["flops"], d["times"], d["theorem1"], ccfg, enabled=bool(a.efficiency))
     claims = C.table(rows)
     atomic_write_text(os.path.join(a.out, "claims.csv"), claims.to_csv(index=False))
-    write_table(claims, a.out, "claims")
-    write_table(C.summary(claims), a.out, "verdicts")
-
-    P = lambda n: os.path.join(a.out, "plots", f"{n}.png")  # noqa: E731
-    plots.accuracy_vs_sparsity(d["distill"], d["pools"], d["teachers"], P("accuracy_vs_sparsity"), why)
-    plots.forest(claims, P("forest"), why)
-    plots.synthetic_grid(d["first"], P("synthetic_grid"), why=why)
-    plots.pri_stages(d["first"], P("pri_stages"), why=why)
-    plots.update_counts(d["updates"], P("update_counts"), why)
-    plots.accuracy_vs_compute(d["iso"], P("accuracy_vs_compute"), why)
-    plots.quantization(d["quantize"], P("quantization"), why)
-    plots.flops_bars(d["flops"], P("flops"))
-    plots.speedup(d["flops"], d["times"], P("speedup"))
-    plots.active_tokens(d["curves"], d["efficiency_curves"], P("active_tokens"))
+    write_tables(d, claims, missing, why, a.out)
+    draw(d, claims, why, a.out, level, json.loads(a.data))
     print(C.summary(claims).to_string(index=False))
     return 0
+
+
+def with_intervals(d: dict, level: float) -> dict:
+    """The per-method means the plots draw, each with its t-interval over seeds (stats.group_intervals):
+    the accuracy table's top1_lo/top1_hi, the quantisation table's, and the compute table (accuracy
+    against measured inversion seconds, per budget)."""
+    out = {}
+    acc, keys = d["accuracy"], ["teacher", "sweep", "tag"]
+    if not acc.empty:
+        iv = S.group_intervals(d["distill"], keys, "top1_pct", level)
+        out["accuracy"] = acc.merge(iv.rename(columns={"lo": "top1_lo", "hi": "top1_hi", "level": "top1_level"})
+                                    [keys + ["top1_lo", "top1_hi", "top1_level"]], on=keys, how="left")
+    q = d["quantize_table"]
+    if not q.empty:
+        raw = d["quantize"].assign(source=d["quantize"].tag.fillna(d["quantize"].calibration))
+        iv = S.group_intervals(raw, ["teacher", "source", "bits"], "top1_pct", level)
+        out["quantize_table"] = q.merge(iv.rename(columns={"lo": "top1_lo", "hi": "top1_hi", "n": "seeds"})
+                                        [["teacher", "source", "bits", "top1_lo", "top1_hi", "seeds"]],
+                                        on=["teacher", "source", "bits"], how="left")
+    iso = d["iso"]
+    if iso.empty:
+        out["compute"] = pd.DataFrame()
+    else:
+        keys = ["teacher", "sweep", "tag", "family"]
+        top = S.group_intervals(iso, keys, "top1_pct", level).rename(
+            columns={"mean": "top1_mean", "lo": "top1_lo", "hi": "top1_hi", "n": "seeds"})
+        sec = iso.groupby(keys, sort=False)["inversion_seconds"].mean().rename("seconds_mean").reset_index()
+        out["compute"] = top.merge(sec, on=keys, how="left")
+    return out
+
+
+def write_tables(d: dict, claims: pd.DataFrame, missing: list, why: str, out: str) -> None:
+    write_table(C.summary(claims), out, "verdicts", title="Verdicts: every claim, every part")
+    write_table(claims, out, "claims")
+    write_table(d["accuracy"], out, "accuracy", f"accuracy track not run: {why}")
+    write_table(d["compute"], out, "compute", "the iso-compute control is off")
+    write_table(d["differences"], out, "differences", "no paired differences")
+    write_table(d["power"], out, "power", "no paired differences")
+    write_table(d["quantize_table"], out, "quantization", "quantisation is off")
+    write_table(d["efficiency"], out, "efficiency", "efficiency track not run")
+    write_table(d["theorem1"], out, "theorem1", "efficiency track not run")
+    write_table(d["teachers"], out, "teachers", f"no teacher: {why}")
+    write_table(d["versions"], out, "versions", "no jobs recorded versions")
+    write_table(pd.DataFrame(missing), out, "skipped", "nothing was skipped")
+
+
+def real_images(d: dict, data: dict):
+    """(images, labels) of the grid's teacher's real test set and the dataset's class names, or
+    (None, names or None) when the data is not at hand (the grid then has no real row)."""
+    from pri import data as D
+
+    if not d["first"]:
+        return None, None
+    teacher = sorted(d["first"])[0]
+    t = d["teachers"][d["teachers"].teacher == teacher] if not d["teachers"].empty else d["teachers"]
+    name = (data.get(teacher) or {}).get("dataset") or (t.dataset.iloc[0] if len(t) else None)
+    names = list(D.FASHION_MNIST_CLASSES) if name == "fashion_mnist" else \
+        [str(i) for i in range(10)] if name == "digits" else None
+    try:
+        x, y, meta = D.load_dataset(name, (data.get(teacher) or {}).get("data_root"), "test")
+    except Exception as e:  # noqa: BLE001 - the dataset is optional here: no real row, say why
+        print(f"synthetic grid: no real images ({type(e).__name__}: {str(e)[:200]})")
+        return None, names
+    return (x, y), meta.get("class_names") or names
+
+
+def draw(d: dict, claims: pd.DataFrame, why: str, out: str, level: float, data: dict) -> None:
+    P = lambda n: os.path.join(out, "plots", f"{n}.png")  # noqa: E731
+    plots.forest(claims, P("forest"), why)
+    plots.accuracy_vs_sparsity(d["accuracy"], d["pools"], d["teachers"], P("accuracy_vs_sparsity"), why)
+    real, names = real_images(d, data)
+    plots.synthetic_grid(d["first"], P("synthetic_grid"), real=real, class_names=names, why=why)
+    plots.pri_stages(d["first"], P("pri_stages"), why=why)
+    plots.update_counts(d["updates"], P("update_counts"), why)
+    plots.accuracy_vs_compute(d["compute"], P("accuracy_vs_compute"), why)
+    plots.quantization(d["quantize_table"], P("quantization"), why)
+    plots.flops_bars(d["flops"], P("flops"))
+    plots.speedup(d["flops"], d["times"], P("speedup"), level=level)
+    plots.active_tokens(d["curves"], d["efficiency_curves"], P("active_tokens"))
 
 
 if __name__ == "__main__":

@@ -55,12 +55,18 @@ RULE = ("supported if the {level:.0%} interval of the difference lies inside the
         "outside it, inconclusive otherwise ({how})")
 
 
-def _row(cid, scale, ours, rule, verdict_, region="", d=None, part=""):
+def _row(cid, scale, ours, rule, verdict_, region: Region | str = "", d=None, part="", unit=""):
+    """One part of a claim. ``region``: a Region (its text and numeric bounds go into the row:
+    ``region_lo``/``region_hi``, infinite where open-ended, for plots to draw) or a text for a
+    region that is no interval (an ordering); then the bounds are NaN."""
     if verdict_ != NOT_RUN and (ours is None or ours == ""):
         verdict_ = INCONCLUSIVE
+    text, lo, hi = ((region.text(unit), region.lo, region.hi) if isinstance(region, Region)
+                    else (region, math.nan, math.nan))
     r = {"claim_id": cid, "claim": CLAIMS[cid], "part": part, "scale": scale, "paper_value": PAPER[cid],
          "our_value": ours, "n": None, "mean_difference": None, "ci_lo": None, "ci_hi": None, "level": None,
-         "region": region, "rule": rule, "verdict": verdict_}
+         "region": text, "region_lo": lo, "region_hi": hi, "unit": unit if isinstance(region, Region) else "",
+         "rule": rule, "verdict": verdict_}
     if d is not None:
         r.update(n=int(d["n"]), mean_difference=d["mean"], ci_lo=d["lo"], ci_hi=d["hi"], level=d["level"])
     return r
@@ -95,7 +101,7 @@ def _difference_claim(cid, diffs, comparison, region: Region, scale_of, part_of=
     for d in sel.to_dict("records"):
         v = verdict(d["lo"], d["hi"], region)
         rows.append(_row(cid, scale_of(d), _ours(d, unit), RULE.format(level=d["level"], how=d["interval"]), v,
-                         region.text(unit), d, part_of(d)))
+                         region, d, part_of(d), unit))
     overall = combine([r["verdict"] for r in rows])
     for r in rows:
         r["claim_verdict"] = overall
@@ -202,7 +208,7 @@ def efficiency_claims(flops: pd.DataFrame, times: pd.DataFrame, theorem: pd.Data
                          "random weights", ours,
                          "measured speed-up per generated image: " + RULE.format(level=level, how="Welch t on log "
                          "times over the repeats") + f"; the claim's {target:g}x with {tol:.0%} slack",
-                         v, region.text("x"), part=f"{model} {dtype}: {p.tag} vs {ref}")
+                         v, region, part=f"{model} {dtype}: {p.tag} vs {ref}", unit="x")
                 r.update(n=int(p.repeats), mean_difference=speed, ci_lo=lo, ci_hi=hi, level=level)
                 rows.append(r)
         if not any(r["claim_id"] == "1" for r in rows):
@@ -225,9 +231,13 @@ def efficiency_claims(flops: pd.DataFrame, times: pd.DataFrame, theorem: pd.Data
             v = verdict(measured, measured, region) if measured is not None else INCONCLUSIVE
             ours = (f"PRI/SMI* {t.part} MACs: fvcore {measured if measured is None else f'{measured:.3f}'}, cost model "
                     f"{t.cost_model:.3f}, closed form {t.closed_form:.3f} (N/D = {t.n_over_d:.2f})")
-            rows.append(_row("8", f"{t.model}, v={t.v}", ours,
-                             "fvcore's MACs of PRI over SMI* (SMI pruned at step 0 to PRI's mean patches) inside the "
-                             "region the closed form predicts (a deterministic count)", v, region.text(), part=t.part))
+            r = _row("8", f"{t.model}, v={t.v}", ours,
+                     "fvcore's MACs of PRI over SMI* (SMI pruned at step 0 to PRI's mean patches) inside the "
+                     "region the closed form predicts (a deterministic count)", v, region, part=t.part,
+                     unit="PRI/SMI* MACs")
+            if measured is not None:  # a count, exact: its interval is the point itself
+                r.update(mean_difference=measured, ci_lo=measured, ci_hi=measured)
+            rows.append(r)
     for r in rows:
         r.setdefault("claim_verdict", None)
     for cid in ("1", "2a", "2b", "8"):
@@ -286,11 +296,34 @@ def table(rows: list[dict]) -> pd.DataFrame:
     return claims.assign(_k=key).sort_values("_k", kind="stable").drop(columns="_k").reset_index(drop=True)
 
 
+def _num(x, unit=""):
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    if isinstance(x, float) and math.isinf(x):
+        return "-inf" if x < 0 else "+inf"
+    return f"{x:.3g}" + (f" {unit}" if unit else "")
+
+
+def _interval_text(r) -> str:
+    lo, hi = r.get("ci_lo"), r.get("ci_hi")
+    if lo is None or hi is None or pd.isna(lo) or pd.isna(hi):
+        return ""
+    if math.isinf(lo) or math.isinf(hi):
+        return f"none (n = {int(r['n']) if pd.notna(r.get('n')) else '?'}: no interval)"
+    level = r.get("level")
+    pct = f"{float(level):.0%} " if level is not None and pd.notna(level) else ""
+    return f"{pct}[{_num(lo)}, {_num(hi)}]" if lo != hi else "exact (a count)"
+
+
 def summary(claims: pd.DataFrame) -> pd.DataFrame:
-    """One row per claim: its overall verdict and its parts' verdicts."""
+    """The verdict table a reader reads first: one row per part of every claim (a claim that did not
+    run: one row with the reason), with its scale, n, estimate, interval, region and verdict."""
     out = []
-    for cid, g in claims.groupby("claim_id", sort=False):
-        parts = "; ".join(f"{p}: {v}" for p, v in zip(g.part, g.verdict) if p) or "-"
-        out.append({"claim_id": cid, "claim": g.claim.iloc[0], "verdict": g.claim_verdict.iloc[0] or g.verdict.iloc[0],
-                    "parts": parts})
+    for r in claims.to_dict("records"):
+        est = _num(r.get("mean_difference"))
+        out.append({"claim": r["claim_id"], "claim_verdict": r.get("claim_verdict") or r["verdict"],
+                    "statement": r["claim"], "part": r["part"] or "-", "scale": r["scale"],
+                    "n": "" if r.get("n") is None or pd.isna(r.get("n")) else int(r["n"]),
+                    "estimate": est or r["our_value"], "interval": _interval_text(r), "region": r["region"] or "-",
+                    "verdict": r["verdict"]})
     return pd.DataFrame(out)

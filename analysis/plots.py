@@ -1,5 +1,11 @@
-"""Plots for report.html (matplotlib Agg + seaborn). A plot with no data says why."""
+"""Plots for report.html (matplotlib, Agg). A plot draws numbers the analysis' tables hold (means,
+intervals, regions); it computes no statistic of its own. An interval that does not exist (one
+seed, or an infinite one) is marked with a hollow marker and "no interval", never drawn on a
+blown-up axis. A plot with no data says why."""
 from __future__ import annotations
+
+import math
+import textwrap
 
 import matplotlib
 
@@ -7,77 +13,131 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
 
 from pri.io import atomic_path  # noqa: E402
 from pri.schedules import REGISTRY  # noqa: E402
 
 FAMILY_ORDER = [m.family for m in REGISTRY.values()]
+VERDICT_COLORS = {"supported": "tab:green", "not supported": "tab:red", "inconclusive": "tab:grey"}
+NO_INTERVAL = "no interval"
 
 
 def save(fig, path, dpi=110, **kw) -> None:
     """Write a figure under a temporary name and rename it: a half-written PNG never has the final name."""
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi, **kw)
+        fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", **kw)
     plt.close(fig)
 
 
 def _empty(path, title, why):
     fig, ax = plt.subplots(figsize=(6, 2))
     ax.axis("off")
-    ax.text(0.5, 0.5, f"{title}\n\nnot run: {why}", ha="center", va="center", wrap=True)
-    save(fig, path, dpi=100, bbox_inches="tight")
+    ax.text(0.5, 0.5, f"{title}\n\n" + textwrap.fill(f"not run: {why}", 80), ha="center", va="center")
+    save(fig, path, dpi=100)
+
+
+def _finite(x) -> bool:
+    return x is not None and not pd.isna(x) and math.isfinite(float(x))
+
+
+def _wrap(text: str, width: int) -> str:
+    return "\n".join(textwrap.wrap(str(text), width)) or str(text)
+
+
+def point_with_interval(ax, x, y, lo, hi, color, horizontal=False, label=None, marker="o", size=6):
+    """A mean with its interval from a table; an absent or infinite interval: a hollow marker
+    (returns False, so a caller can say "no interval"), never an error bar."""
+    ok = _finite(lo) and _finite(hi)
+    if ok:
+        err = [[max(0.0, (x if horizontal else y) - lo)], [max(0.0, hi - (x if horizontal else y))]]
+        kw = {"xerr": err} if horizontal else {"yerr": err}
+        ax.errorbar([x], [y], fmt=marker, color=color, ms=size, capsize=3, lw=1.4, label=label, **kw)
+    else:
+        ax.plot([x], [y], marker, mfc="white", mec=color, mew=1.6, ms=size + 1, label=label)
+    return ok
 
 
 def accuracy_vs_sparsity(acc: pd.DataFrame, pools: pd.DataFrame, teachers: pd.DataFrame, path, why=""):
-    if acc.empty:
+    """Each method's mean student top-1 with its interval over seeds (the accuracy table's
+    top1_lo/top1_hi), against the measured sparsity of its pools, per teacher (main sweep)."""
+    if acc.empty or "top1_mean" not in acc:
         return _empty(path, "Accuracy vs sparsity", why or "no distillation results")
     df = acc[acc.sweep == "main"]
     ts = sorted(df.teacher.unique())
-    fig, axes = plt.subplots(1, len(ts), figsize=(6.5 * len(ts), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(ts), figsize=(7.5 * len(ts), 4.6), squeeze=False)
+    colors = dict(zip(FAMILY_ORDER, plt.cm.tab10.colors * 3))
     for ax, t in zip(axes[0], ts):
-        d = df[df.teacher == t]
-        hue_order = [f for f in FAMILY_ORDER if f in set(d.family)]
-        sns.lineplot(data=d, x="sparsity_pct", y="top1_pct", hue="family", hue_order=hue_order, style="family",
-                     markers=True, dashes=False, err_style="bars", errorbar="sd", ax=ax)
-        row = teachers[teachers.teacher == t]
-        if not row.empty and pd.notna(row.iloc[0]["top1_pct"]):
-            ax.axhline(row.iloc[0]["top1_pct"], ls="--", c="grey", lw=1, label="teacher")
-        nc = pools[pools.teacher == t]["num_classes"].dropna() if not pools.empty else pd.Series(dtype=float)
-        if len(nc):
-            ax.axhline(100.0 / float(nc.iloc[0]), ls=":", c="red", lw=1, label="chance")
-        ax.set(xlabel="patches removed per synthetic image (%)", ylabel="student top-1 (%)", title=f"teacher {t}")
-        ax.legend(fontsize=8)
+        d = df[df.teacher == t].assign(x=lambda f: 100 * f.sparsity)
+        hollow = False
+        for fam in [f for f in FAMILY_ORDER if f in set(d.family)]:
+            g = d[d.family == fam].sort_values("x")
+            ax.plot(g.x, g.top1_mean, "-", color=colors[fam], lw=0.8, alpha=0.6)
+            for i, r in enumerate(g.itertuples()):
+                hollow |= not point_with_interval(ax, r.x, r.top1_mean, r.top1_lo, r.top1_hi, colors[fam],
+                                                  label=fam if i == 0 else None)
+        _reference_lines(ax, teachers, pools, t)
+        ax.set(xlabel="patches removed per synthetic image (%, measured)", ylabel="student top-1 (%)",
+               title=f"teacher {t}: mean over seeds with its {_level(acc)} interval" +
+                     ("\n(hollow: one seed, no interval)" if hollow else ""))
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     fig.tight_layout()
     save(fig, path)
 
 
+def _level(df) -> str:
+    lv = df["top1_level"].dropna() if "top1_level" in df else pd.Series(dtype=float)
+    return f"{float(lv.iloc[0]):.0%}" if len(lv) else "t"
+
+
+def _reference_lines(ax, teachers, pools, t):
+    row = teachers[teachers.teacher == t] if not teachers.empty else teachers
+    if not row.empty and pd.notna(row.iloc[0]["top1_pct"]):
+        ax.axhline(row.iloc[0]["top1_pct"], ls="--", c="grey", lw=1, label="teacher")
+    nc = pools[pools.teacher == t]["num_classes"].dropna() if not pools.empty else pd.Series(dtype=float)
+    if len(nc):
+        ax.axhline(100.0 / float(nc.iloc[0]), ls=":", c="red", lw=1, label="chance")
+
+
 def _to_rgb(img):
-    x = img.float() / 255.0
+    x = img.float() / 255.0 if not img.is_floating_point() else img.float().clamp(0, 1)
     if x.shape[0] == 1:
         x = x.repeat(3, 1, 1)
     return x.permute(1, 2, 0).numpy()
 
 
-def synthetic_grid(first: dict, path, per_method=8, why=""):
+def synthetic_grid(first: dict, path, real=None, class_names=None, max_classes=20, why=""):
+    """One column per class (named), one row per method (its first image of that class, first
+    seed) and, when the dataset is at hand, a first row of real test images to compare with.
+    ``real``: (images, labels) of the real test set or None; ``class_names``: the dataset's."""
     if not first:
         return _empty(path, "Synthetic images", why or "no pools")
     teacher = sorted(first)[0]
     pools = first[teacher]
-    tags = list(pools)
-    fig, axes = plt.subplots(len(tags), per_method, figsize=(1.2 * per_method, 1.3 * len(tags)), squeeze=False)
-    for r, tag in enumerate(tags):
-        p = pools[tag]["pool"]
-        order = np.argsort(p["labels"].numpy(), kind="stable")
-        pick = [order[i] for i in np.linspace(0, len(order) - 1, per_method).astype(int)]
-        for c, i in enumerate(pick):
+    nc = max(int(p["pool"]["labels"].max()) + 1 for p in pools.values())
+    nc = max(nc, len(class_names or []))
+    classes = list(range(min(nc, max_classes)))
+    rows = ([("real (test set)", real)] if real is not None else []) + \
+        [(tag, (p["pool"]["images"], p["pool"]["labels"])) for tag, p in pools.items()]
+    fig, axes = plt.subplots(len(rows), len(classes), figsize=(1.05 * len(classes) + 1.6, 1.1 * len(rows) + 0.8),
+                             squeeze=False)
+    for r, (name, (images, labels)) in enumerate(rows):
+        for c in classes:
             ax = axes[r][c]
-            ax.imshow(_to_rgb(p["images"][i]), interpolation="nearest")
             ax.set_xticks([]), ax.set_yticks([])
+            idx = (labels == c).nonzero().flatten()
+            if len(idx):
+                img = images[int(idx[0])]
+                ax.imshow(_to_rgb(img if hasattr(img, "permute") else img[0]), interpolation="nearest")
+            else:
+                ax.text(0.5, 0.5, "none", ha="center", va="center", fontsize=7, color="grey")
+            if r == 0:
+                ax.set_title(_wrap(class_names[c] if class_names and c < len(class_names) else f"class {c}", 12),
+                             fontsize=7)
             if c == 0:
-                ax.set_ylabel(tag, rotation=0, ha="right", va="center", fontsize=8)
-            ax.set_title(f"y={int(p['labels'][i])}", fontsize=6)
-    fig.suptitle(f"teacher {teacher}, first seed", fontsize=9)
+                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
+    more = f"; the first {len(classes)} of {nc} classes" if nc > len(classes) else ""
+    fig.suptitle(f"teacher {teacher}, first seed: each method's first image of every class{more}"
+                 + ("" if real is not None else " (real images: dataset not at hand)"), fontsize=9)
     fig.tight_layout()
     save(fig, path)
 
@@ -106,33 +166,67 @@ def pri_stages(first: dict, path, rows=4, why=""):
     save(fig, path)
 
 
+def _model_panels(models, height_per_row, rows):
+    fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 1.0 + height_per_row * rows),
+                             squeeze=False)
+    return fig, axes[0]
+
+
 def flops_bars(flops: pd.DataFrame, path, why=""):
+    """MACs per generated image per schedule (fvcore's count where measured, else the cost model's),
+    horizontal bars with the schedules named and the value printed."""
     if flops.empty:
         return _empty(path, "MACs per generated image", why or "no efficiency results")
-    col = "fvcore_macs_per_image" if "fvcore_macs_per_image" in flops else "cost_macs_per_image"
-    d = flops.assign(gmac=flops[col] / 1e9)
-    g = sns.catplot(data=d, x="tag", y="gmac", col="model", kind="bar", sharey=False, height=3.5, aspect=1.3)
-    _save_grid(g, "GMAC per generated image (inversion)", path)
+    col = "fvcore_macs_per_image" if "fvcore_macs_per_image" in flops and flops.fvcore_macs_per_image.notna().any() \
+        else "cost_macs_per_image"
+    models = list(dict.fromkeys(flops.model))
+    fig, axes = _model_panels(models, 0.32, flops.groupby("model").size().max())
+    for ax, m in zip(axes, models):
+        d = flops[flops.model == m].dropna(subset=[col])
+        y = np.arange(len(d))
+        gm = d[col].to_numpy() / 1e9
+        ax.barh(y, gm, color=[plt.cm.tab10(FAMILY_ORDER.index(f) % 10) if f in FAMILY_ORDER else "grey"
+                              for f in d.family])
+        for yi, x in zip(y, gm):
+            ax.text(x, yi, f" {x:.3g}", va="center", fontsize=7)
+        ax.set_yticks(y, d.tag, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1.18 * gm.max() if len(gm) else 1)
+        ax.set(xlabel=f"GMAC per generated image ({'fvcore' if col.startswith('fvcore') else 'cost model'})",
+               title=m)
+    fig.tight_layout()
+    save(fig, path)
 
 
-def _save_grid(g, ylabel, path):
-    g.set_axis_labels("", ylabel)
-    for ax in g.axes.flat:
-        ax.tick_params(axis="x", rotation=60, labelsize=7)
-    save(g.figure, path)
-
-
-def speedup(flops: pd.DataFrame, times: pd.DataFrame, path, why=""):
+def speedup(flops: pd.DataFrame, times: pd.DataFrame, path, why="", level=0.95):
+    """Per schedule: the cost model's ideal speed-up over DMI (bar) and the measured one with its
+    interval over the timing repeats (the efficiency table's speedup_lo/speedup_hi)."""
     if times.empty or flops.empty or "measured_speedup" not in times:
         return _empty(path, "Speedup over DMI", why or "no timing results")
-    d = pd.concat([times.assign(kind="measured", speedup=times["measured_speedup"]),
-                   flops.assign(kind="cost model", speedup=flops["ideal_speedup"])])
-    d = d.dropna(subset=["speedup"])
-    d = d[d.tag.isin(set(times.tag))]
+    d = times.dropna(subset=["measured_speedup"])
+    d = d[d.tag != "dmi"].merge(flops[["model", "tag", "ideal_speedup"]], on=["model", "tag"], how="left")
     if d.empty:
         return _empty(path, "Speedup over DMI", "no DMI reference")
-    g = sns.catplot(data=d, x="tag", y="speedup", hue="kind", col="model", kind="bar", height=3.5, aspect=1.3)
-    _save_grid(g, "speedup over DMI per image", path)
+    models = list(dict.fromkeys(d.model))
+    fig, axes = _model_panels(models, 0.45, d.groupby("model").size().max())
+    for ax, m in zip(axes, models):
+        g = d[d.model == m].reset_index(drop=True)
+        y = np.arange(len(g))
+        ax.barh(y - 0.2, g.ideal_speedup, height=0.38, color="tab:blue", alpha=0.45, label="cost model (ideal)")
+        ax.barh(y + 0.2, g.measured_speedup, height=0.38, color="tab:orange", alpha=0.45, label="measured")
+        hollow = False
+        for i, r in g.iterrows():
+            hollow |= not point_with_interval(ax, r.measured_speedup, i + 0.2, r.speedup_lo, r.speedup_hi, "k",
+                                              horizontal=True, size=4)
+        ax.axvline(1.0, color="k", lw=0.8, ls="--")
+        ax.set_yticks(y, g.tag, fontsize=8)
+        ax.invert_yaxis()
+        lv = f"{float(level):.0%}"
+        ax.set(xlabel="speed-up over DMI per generated image (x)",
+               title=f"{m}: measured with its {lv} interval" + (" (hollow: no interval)" if hollow else ""))
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+    fig.tight_layout()
+    save(fig, path)
 
 
 def active_tokens(curves: pd.DataFrame, eff_curves: pd.DataFrame, path, why=""):
@@ -143,111 +237,143 @@ def active_tokens(curves: pd.DataFrame, eff_curves: pd.DataFrame, path, why=""):
     srcs = list(d.source.unique())
     fig, axes = plt.subplots(1, len(srcs), figsize=(6 * len(srcs), 3.8), squeeze=False)
     for ax, s in zip(axes[0], srcs):
-        sns.lineplot(data=d[d.source == s], x="iteration", y="active_tokens", hue="tag", ax=ax, lw=1.2)
-        ax.set(title=s, ylabel="active patch tokens")
-        ax.legend(fontsize=7)
+        for tag, g in d[d.source == s].groupby("tag", sort=False):
+            ax.plot(g.iteration, g.active_tokens, lw=1.2, label=tag)
+        ax.set(title=s, xlabel="iteration", ylabel="active patch tokens")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     fig.tight_layout()
     save(fig, path)
+
+
+FOREST_WRAP = 46
 
 
 def forest(claims: pd.DataFrame, path, why=""):
-    """One panel per accuracy claim: each difference with its interval, the claim's region shaded."""
-    import math
-
-    d = claims[claims.ci_lo.notna() & claims.claim_id.isin(["3a", "3b", "3c", "4a", "4b", "5", "6", "7", "9"])]
+    """One panel per claim with numbers: each part's estimate with its interval, coloured by its
+    verdict, and the part's region (the claims table's region_lo/region_hi) shaded on its row. A
+    part with no interval (one seed: infinite) is a hollow marker labelled so; the axis spans the
+    finite numbers only."""
+    need = {"mean_difference", "region_lo", "region_hi"}
+    d = claims[claims.mean_difference.notna()] if need <= set(claims) else claims.iloc[0:0]
+    d = d[d.region_lo.notna() | d.region_hi.notna()] if not d.empty else d
     if d.empty:
-        return _empty(path, "Differences and their intervals", why or "no paired differences")
+        return _empty(path, "Differences and their intervals", why or "no claim with numbers")
     cids = list(dict.fromkeys(d.claim_id))
-    fig, axes = plt.subplots(len(cids), 1, figsize=(8, 1.1 + 0.45 * len(d)), squeeze=False,
-                             gridspec_kw={"height_ratios": [max(1, (d.claim_id == c).sum()) for c in cids]})
-    colors = {"supported": "tab:green", "not supported": "tab:red", "inconclusive": "tab:grey"}
-    for ax, cid in zip(axes[:, 0], cids):
-        g = d[d.claim_id == cid].reset_index(drop=True)
-        lo = [x if math.isfinite(x) else np.nan for x in g.ci_lo]
-        hi = [x if math.isfinite(x) else np.nan for x in g.ci_hi]
-        span = [x for x in lo + hi + list(g.mean_difference) if x is not None and np.isfinite(x)]
-        xmin, xmax = (min(span), max(span)) if span else (-1, 1)
-        pad = 0.15 * (xmax - xmin or 1)
-        xmin, xmax = xmin - pad, xmax + pad
-        region = g.region.iloc[0]
-        rlo, rhi = _region_bounds(region)
-        ax.axvspan(max(rlo, xmin), min(rhi, xmax), color="tab:green", alpha=0.12, lw=0)
-        ax.axvline(0, color="k", lw=0.6)
+    labels = {}
+    for cid in cids:
+        g = d[d.claim_id == cid]
+        shared = g.scale.nunique() == 1
         for i, r in g.iterrows():
-            c = colors.get(r.verdict, "k")
-            ax.plot([r.ci_lo if np.isfinite(r.ci_lo) else xmin, r.ci_hi if np.isfinite(r.ci_hi) else xmax], [i, i],
-                    color=c, lw=2)
-            ax.plot([r.mean_difference], [i], "o", color=c)
-        ax.set_yticks(range(len(g)))
-        ax.set_yticklabels([f"{p}  ({s.split(' (teacher')[0][:28]})" for p, s in zip(g.part, g.scale)], fontsize=7)
-        ax.set_xlim(xmin, xmax)
-        ax.invert_yaxis()
-        ax.set_title(f"claim {cid}: region {region} (shaded); verdict {g.claim_verdict.iloc[0]}", fontsize=8)
-        ax.tick_params(axis="x", labelsize=7)
-    fig.tight_layout()
+            labels[i] = _wrap(r.part if shared else f"{r.part}  ({r.scale.split(' (teacher')[0]})", FOREST_WRAP)
+    heights = [sum(1 + 0.6 * labels[i].count("\n") for i in d.index[d.claim_id == c]) + 1.6 for c in cids]
+    fig, axes = plt.subplots(len(cids), 1, figsize=(10, 0.34 * sum(heights) + 0.4), squeeze=False,
+                             gridspec_kw={"height_ratios": heights})
+    for ax, cid in zip(axes[:, 0], cids):
+        _forest_panel(ax, d[d.claim_id == cid], labels)
+    fig.tight_layout(h_pad=1.2)
     save(fig, path)
 
 
-def _region_bounds(text: str):
-    """(lo, hi) of a region written by stats.Region.text ("[-3, +inf) points")."""
-    inner = text.split("]")[0].split(")")[0].lstrip("[(")
-    lo, hi = (s.strip().split()[0] for s in inner.split(","))
-    conv = lambda s: float(s.replace("+inf", "inf"))  # noqa: E731
-    return conv(lo), conv(hi)
+def _bound(x, default):
+    return float(x) if pd.notna(x) else default
+
+
+def _forest_panel(ax, g, labels):
+    finite = [float(x) for x in pd.concat([g.ci_lo, g.ci_hi, g.mean_difference, g.region_lo, g.region_hi])
+              if _finite(x)]
+    xmin, xmax = min(finite), max(finite)
+    pad = 0.12 * (xmax - xmin or max(abs(xmax), 1.0))
+    xmin, xmax = xmin - pad, xmax + pad
+    r0 = g.iloc[0]
+    if xmin < 0 < xmax and r0.unit in ("points", "(W1 of max-softmax)"):
+        ax.axvline(0, color="k", lw=0.6)
+    for i, r in enumerate(g.itertuples()):
+        lo, hi = max(_bound(r.region_lo, -math.inf), xmin), min(_bound(r.region_hi, math.inf), xmax)
+        if lo < hi:
+            ax.fill_between([lo, hi], i - 0.42, i + 0.42, color="tab:green", alpha=0.14, lw=0)
+        c = VERDICT_COLORS.get(r.verdict, "k")
+        if not point_with_interval(ax, r.mean_difference, i, r.ci_lo, r.ci_hi, c, horizontal=True):
+            n = "?" if pd.isna(r.n) else int(r.n)
+            ax.annotate(f"n={n}: {NO_INTERVAL}", (r.mean_difference, i), xytext=(8, 0), textcoords="offset points",
+                        va="center", fontsize=7, color=c)
+    ax.set_yticks(range(len(g)), [labels[i] for i in g.index], fontsize=7)
+    ax.set_ylim(len(g) - 0.5, -0.5)
+    ax.set_xlim(xmin, xmax)
+    ax.set_xlabel(r0.unit or "", fontsize=7)
+    regions = " / ".join(dict.fromkeys(g.region))
+    scale = f" At {g.scale.iloc[0].split(' (teacher')[0]}." if g.scale.nunique() == 1 else ""
+    title = f"claim {r0.claim_id} ({r0.claim_verdict}): {r0.claim}. Region {regions} shaded.{scale}"
+    ax.set_title(_wrap(title, 115), fontsize=8, loc="left")
+    ax.tick_params(axis="x", labelsize=7)
 
 
 def update_counts(updates: pd.DataFrame, path, why=""):
-    """Distribution of the optimisation steps a kept patch received, over T, per method and v."""
+    """Distribution of the optimisation steps a kept patch received, over T, per method and v
+    (quartile boxes of the recorded counts, first seed)."""
     if updates.empty:
         return _empty(path, "Updates per kept patch", why or "no pools with update counts")
     order = list(dict.fromkeys(updates.sort_values(["family", "v"]).tag))
-    fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(order)), 3.8))
-    sns.boxplot(data=updates, x="tag", y="updates_fraction", order=order, ax=ax, fliersize=1, color="tab:blue")
+    fig, ax = plt.subplots(figsize=(max(6, 0.75 * len(order)), 3.8))
+    ax.boxplot([updates[updates.tag == t].updates_fraction.to_numpy() for t in order], flierprops={"ms": 1})
+    ax.set_xticks(range(1, len(order) + 1), order, rotation=45, ha="right", fontsize=8)
     ax.set(xlabel="", ylabel="updates per kept patch / T", ylim=(0, 1.05))
-    ax.tick_params(axis="x", rotation=60, labelsize=7)
     fig.tight_layout()
     save(fig, path)
 
 
-def accuracy_vs_compute(iso: pd.DataFrame, path, why=""):
-    """Student top-1 against inversion compute (measured seconds per seed), per method, with seed spread."""
-    if iso.empty or not (iso.sweep != "main").any():
+def accuracy_vs_compute(compute: pd.DataFrame, path, why=""):
+    """Each method's mean student top-1 with its interval over seeds at each compute budget (the
+    compute table: iso-compute sweeps and the main sweep), against its mean measured inversion
+    seconds per seed; a method's budgets joined in order of compute."""
+    if compute.empty or not (compute.sweep != "main").any():
         return _empty(path, "Accuracy against inversion compute", why or "the iso-compute control is off")
-    d = iso.dropna(subset=["inversion_seconds"])
-    fig, axes = plt.subplots(1, d.teacher.nunique(), figsize=(6.5 * d.teacher.nunique(), 4.2), squeeze=False)
-    for ax, (t, g) in zip(axes[0], d.groupby("teacher")):
-        sns.lineplot(data=g, x="inversion_seconds", y="top1_pct", hue="tag", style="sweep", markers=True,
-                     err_style="bars", errorbar=("ci", 95), ax=ax)
-        ax.set(xscale="log", xlabel="inversion compute per seed (s, measured)", ylabel="student top-1 (%)",
-               title=f"teacher {t}: equal-compute sweeps (iso) and the main sweep")
-        ax.legend(fontsize=7)
+    d = compute.dropna(subset=["seconds_mean"])
+    ts = sorted(d.teacher.unique())
+    fig, axes = plt.subplots(1, len(ts), figsize=(7.5 * len(ts), 4.4), squeeze=False)
+    tags = list(dict.fromkeys(d.sort_values(["family", "tag"]).tag))
+    colors = dict(zip(tags, plt.cm.tab10.colors * 3))
+    for ax, t in zip(axes[0], ts):
+        hollow = False
+        for tag, g in d[d.teacher == t].groupby("tag", sort=False):
+            g = g.sort_values("seconds_mean")
+            ax.plot(g.seconds_mean, g.top1_mean, "-", color=colors[tag], lw=0.9, alpha=0.7)
+            for i, r in enumerate(g.itertuples()):
+                mk = "s" if r.sweep == "main" else "o"
+                hollow |= not point_with_interval(ax, r.seconds_mean, r.top1_mean, r.top1_lo, r.top1_hi, colors[tag],
+                                                  marker=mk, label=tag if i == 0 else None)
+        ax.set(xscale="log", xlabel="inversion compute per seed (s, measured; mean over seeds)",
+               ylabel="student top-1 (%)",
+               title=f"teacher {t}: circles iso-compute budgets, squares the main sweep" +
+                     ("\n(hollow: one seed, no interval)" if hollow else ""))
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0, title="method")
     fig.tight_layout()
     save(fig, path)
 
 
-def quantization(quant: pd.DataFrame, path, why=""):
-    """Quantised top-1 per calibration source and bit width, seeds and draws as points, with the
-    float, noise and real-image lines."""
-    if quant.empty:
+def quantization(qtable: pd.DataFrame, path, why=""):
+    """Quantised top-1 per calibration pool and bit width: the quantisation table's mean with its
+    interval over seeds (draws averaged within a seed), with the float, noise and real-image lines."""
+    if qtable.empty or "source" not in qtable:
         return _empty(path, "Post-training quantisation", why or "quantisation is off")
-    q = quant.assign(source=quant.tag.fillna(quant.calibration))
-    pools = q[q.tag.notna()]
-    bits = sorted(q.bits.unique())
-    fig, axes = plt.subplots(1, len(bits), figsize=(6 * len(bits), 3.8), squeeze=False)
+    bits = sorted(qtable.bits.unique())
+    base_src = {"noise": "tab:red", "real": "tab:green"}
+    fig, axes = plt.subplots(1, len(bits), figsize=(6.5 * len(bits), 4.0), squeeze=False)
     for ax, b in zip(axes[0], bits):
-        g = pools[pools.bits == b]
-        if not g.empty:
-            sns.pointplot(data=g, x="tag", y="top1_pct", errorbar="sd", linestyle="none", ax=ax, color="tab:blue")
-        base = q[(q.bits == b) & q.tag.isna()]
-        for src, color in (("noise", "tab:red"), ("real", "tab:green")):
-            s = base[base.calibration == src]["top1_pct"]
+        q = qtable[qtable.bits == b]
+        pools = q[~q.source.isin(base_src)].reset_index(drop=True)
+        hollow = False
+        for i, r in pools.iterrows():
+            hollow |= not point_with_interval(ax, i, r.top1_mean, r.top1_lo, r.top1_hi, "tab:blue")
+        for src, color in base_src.items():
+            s = q[q.source == src]
             if len(s):
-                ax.axhline(s.mean(), color=color, ls="--", lw=1, label=f"{src} calibration")
-        fp = q[q.bits == b]["fp_top1_pct"].dropna()
+                ax.axhline(s.top1_mean.iloc[0], color=color, ls="--", lw=1, label=f"{src} calibration")
+        fp = q.fp_top1.dropna() if "fp_top1" in q else []
         if len(fp):
             ax.axhline(fp.iloc[0], color="k", ls=":", lw=1, label="float")
-        ax.set(title=b, xlabel="", ylabel="quantised teacher top-1 (%)")
-        ax.tick_params(axis="x", rotation=60, labelsize=7)
-        ax.legend(fontsize=7)
+        ax.set_xticks(range(len(pools)), pools.source, rotation=45, ha="right", fontsize=8)
+        ax.set(title=f"{b}" + (" (hollow: one seed, no interval)" if hollow else ""), xlabel="calibration pool",
+               ylabel="quantised teacher top-1 (%)")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     fig.tight_layout()
     save(fig, path)

@@ -135,3 +135,20 @@ def hierarchical_bootstrap(groups, stat, level: float = LEVEL, reps: int = 2000,
     lo, hi = np.quantile(vals, [0.5 - level / 2, 0.5 + level / 2])
     return Interval(est, float(lo), float(hi), len(groups), level,
                     f"bootstrap ({reps} resamples of seeds, then images within each)")
+
+
+def group_intervals(df, keys, value: str, level: float = LEVEL, unit: str = "seed"):
+    """Per group of ``keys``: the mean of ``value`` over ``unit`` (values of a unit averaged first,
+    e.g. calibration draws within a seed) with its Student-t interval (infinite for one unit).
+    The intervals a plot draws come from here, never from the plotting library."""
+    import pandas as pd
+
+    rows = []
+    if df.empty:
+        return pd.DataFrame(columns=[*keys, "mean", "lo", "hi", "n"])
+    for k, g in df.groupby(keys, dropna=False, sort=False):
+        per_unit = g.groupby(unit)[value].mean() if unit in g and g[unit].notna().any() else g[value]
+        iv = t_interval(per_unit.tolist(), level)
+        rows.append({**dict(zip(keys, k if isinstance(k, tuple) else (k,))), "mean": iv.estimate, "lo": iv.lo,
+                     "hi": iv.hi, "n": iv.n, "level": level})
+    return pd.DataFrame(rows)

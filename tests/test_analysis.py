@@ -166,15 +166,27 @@ def test_speedups_with_intervals_and_the_measurement_error_rule(tmp_path):
     assert r["verdict"] == "inconclusive" and "measurement error" in r["our_value"]
 
 
+def _acc_table(acc, level=0.95):
+    """The accuracy table with its intervals, as python -m analysis builds it for the plots."""
+    from analysis.__main__ import with_intervals
+
+    acc = acc.assign(confidence_distance=0.1)
+    d = {"accuracy": collect.accuracy_table(acc, pd.DataFrame(), TEACHERS).assign(sparsity=lambda t: t.tag.map(
+        acc.groupby("tag").sparsity.first())), "distill": acc,
+         "quantize_table": pd.DataFrame(), "quantize": pd.DataFrame(), "iso": pd.DataFrame()}
+    return with_intervals(d, level)["accuracy"]
+
+
 def test_plots_draw_tables_and_say_why_when_empty(tmp_path):
     acc = _acc({"dmi": [60, 61, 62], "pri_v4": [58, 60, 61], "smi_v4": [55, 57, 56]})
-    acc["sparsity_pct"] = acc.method.map({"dmi": 0.0, "pri": 75.0, "smi": 75.5})
+    acc["sparsity"] = acc.method.map({"dmi": 0.0, "pri": 0.75, "smi": 0.755})
     rows, diffs = _claims(acc)
     claims = C.table(rows)
+    table = _acc_table(acc)
     out = {}
     for name, call in (
             ("forest", lambda p: plots.forest(claims, p)),
-            ("acc", lambda p: plots.accuracy_vs_sparsity(acc, pd.DataFrame(), TEACHERS, p)),
+            ("acc", lambda p: plots.accuracy_vs_sparsity(table, pd.DataFrame(), TEACHERS, p)),
             ("updates", lambda p: plots.update_counts(pd.DataFrame({"tag": ["pri_v4"] * 3 + ["dmi"] * 3,
                                                                     "family": ["PRI"] * 3 + ["DMI"] * 3,
                                                                     "v": [4] * 3 + [None] * 3,
@@ -185,5 +197,135 @@ def test_plots_draw_tables_and_say_why_when_empty(tmp_path):
         out[name] = p.read_bytes()
         assert out[name][:8] == b"\x89PNG\r\n\x1a\n" and len(out[name]) > 2000
     assert not list(tmp_path.glob(".*.part"))  # written atomically, nothing left over
-    assert plots._region_bounds("[-3, +inf) points") == (-3.0, float("inf"))
-    assert plots._region_bounds("[+0.07, +0.87] points") == (0.07, 0.87)
+    assert not hasattr(plots, "_region_bounds")  # regions come from the table's numbers, never parsed
+
+
+def test_claims_carry_their_region_as_numbers():
+    rows, _ = _claims(_acc({"dmi": [60, 61, 62], "pri_v4": [58, 60, 61], "smi_v4": [55, 57, 56],
+                            "pri_random_v4": [57, 60, 62]}))
+    claims = C.table(rows)
+    by = {r.claim_id: r for r in claims.itertuples()}
+    assert (by["3a"].region_lo, by["3a"].region_hi) == (-3.0, float("inf")) and by["3a"].unit == "points"
+    assert (by["5"].region_lo, by["5"].region_hi) == (-3.0, 3.0)
+    assert np.isnan(by["4a"].region_lo) and by["4a"].verdict == "not run"  # not run: no region to draw
+    # the speed-up and Theorem 1 claims too, in their own units
+    flops, times, theorem = _eff_tables()
+    eff = C.table(C.efficiency_claims(flops, times, theorem, {"speed_tolerance": 0.1}, enabled=True))
+    one = eff[eff.claim_id == "1"].set_index("part")
+    assert one.loc["m fp32: pri_v7 vs dmi", "region_lo"] == pytest.approx(9.0) and one.unit.eq("x").all()
+    assert one.loc["m fp32: pri_v7 vs smi_default", "region_lo"] == pytest.approx(1.8)
+
+
+def _eff_tables():
+    rows = pd.DataFrame([{"model": "m", "tag": t, "method": m, "v": v, "family": f, "ideal_speedup": i,
+                          "cost_macs_per_image": c, "fvcore_macs_per_image": c}
+                         for t, m, v, f, i, c in (("dmi", "dmi", None, "DMI", 1.0, 10.0),
+                                                  ("smi_default", "smi_default", None, "SMI", 3.0, 3.3),
+                                                  ("pri_v7", "pri", 7, "PRI", 12.0, 0.8))])
+    samples = {"dmi": [10.0, 10.2, 9.8], "smi_default": [3.0, 3.1, 2.9], "pri_v7": [0.8, 0.81, 0.79]}
+    times = []
+    for t, s in samples.items():
+        est, lo, hi = collect._welch_log_interval(samples["dmi"], s, 0.95)
+        times.append({"model": "m", "tag": t, "method": rows.set_index("tag").loc[t, "method"],
+                      "v": 7 if t == "pri_v7" else None, "dtype": "fp32", "mode": "stage-sampled", "device": "cpu",
+                      "iterations": 4000, "batch": 8, "repeats": 3, "seconds_samples": json.dumps(s),
+                      "measured_speedup": est, "speedup_lo": lo, "speedup_hi": hi})
+    return rows, pd.DataFrame(times), pd.DataFrame()
+
+
+def test_verdict_table_names_every_claim_with_its_numbers():
+    """The table report.html opens on: every claim (1, 2a, 2b, 4a, 8 included), each part with its
+    scale, n, estimate, interval, region and verdict; a claim that did not run says why."""
+    rows, _ = _claims(_acc({"dmi": [60, 61, 62], "pri_v4": [58, 60, 61], "smi_v4": [55, 57, 56]}))
+    flops, times, theorem = _eff_tables()
+    rows += C.efficiency_claims(flops, times, theorem, {"speed_tolerance": 0.1}, enabled=True)
+    v = C.summary(C.table(rows))
+    assert set(C.CLAIMS) == set(v.claim)
+    assert list(v.columns) == ["claim", "claim_verdict", "statement", "part", "scale", "n", "estimate", "interval",
+                               "region", "verdict"]
+    a = v[(v.claim == "3a")].iloc[0]
+    assert a.n == 3 and a.interval.startswith("95% [") and a.region == "[-3, +inf) points" and "fashion_mnist" in a.scale
+    one = v[v.claim == "1"].iloc[0]
+    assert one.region == "[+9, +inf) x" and one.interval.startswith("95% [") and float(one.estimate) > 10
+    assert "CIFAR-100" in v[v.claim == "4a"].estimate.iloc[0] and v[v.claim == "4a"].verdict.iloc[0] == "not run"
+    # one seed: the interval is infinite, and the table says there is none rather than printing inf
+    rows1, _ = _claims(_acc({"pri_v4": [58], "smi_v4": [55]}))
+    assert C.summary(C.table(rows1)).set_index("claim").loc["3a", "interval"] == "none (n = 1: no interval)"
+
+
+def test_tables_are_written_as_html_the_report_shows(tmp_path):
+    from analysis.__main__ import write_table
+
+    rows, _ = _claims(_acc({"dmi": [60, 61, 62], "pri_v4": [58, 60, 61], "smi_v4": [55, 57, 56]}))
+    write_table(C.summary(C.table(rows)), str(tmp_path), "verdicts", title="Verdicts")
+    html = (tmp_path / "tables" / "verdicts.html").read_text()
+    assert {p.name for p in (tmp_path / "tables").iterdir()} == {"verdicts.csv", "verdicts.md", "verdicts.html"}
+    assert html.startswith('<meta charset="utf-8"><style>') and "<table" in html and "<caption>Verdicts" in html
+    assert '<td class="v-not-run">not run</td>' in html and "<td>3a</td>" in html
+    assert "http" not in html and "src=" not in html  # self-contained: nothing to fetch
+    write_table(pd.DataFrame(), str(tmp_path), "empty", note="quantisation is off")
+    assert "quantisation is off" in (tmp_path / "tables" / "empty.html").read_text()
+
+
+def test_forest_marks_a_one_seed_claim_instead_of_drawing_infinity():
+    rows, _ = _claims(_acc({"dmi": [60], "pri_v4": [58], "smi_v4": [55]}))
+    claims = C.table(rows)
+    g = claims[claims.claim_id == "3a"]
+    assert np.isinf(g.ci_lo.iloc[0]) and g.n.iloc[0] == 1
+    fig, ax = plots.plt.subplots()
+    plots._forest_panel(ax, g, {i: "label" for i in g.index})
+    lo, hi = ax.get_xlim()
+    assert np.isfinite(lo) and np.isfinite(hi) and hi - lo < 20  # the axis spans the estimate and the region
+    assert any("n=1: no interval" in t.get_text() for t in ax.texts)
+    assert not ax.collections or all(len(c.get_paths()) <= 1 for c in ax.collections)  # shading only, no bar
+    plots.plt.close(fig)
+
+
+def test_error_bars_are_the_tables_intervals():
+    fig, ax = plots.plt.subplots()
+    assert plots.point_with_interval(ax, 2.0, 0.0, 1.2, 3.5, "k", horizontal=True)
+    (bars,) = [c for c in ax.collections]
+    (seg,) = bars.get_segments()
+    assert seg[:, 0].tolist() == [1.2, 3.5]  # drawn from lo to hi exactly, nothing recomputed
+    assert not plots.point_with_interval(ax, 2.0, 1.0, float("-inf"), float("inf"), "k", horizontal=True)
+    assert ax.lines[-1].get_markerfacecolor() == "white"  # hollow: no interval
+    plots.plt.close(fig)
+
+
+def test_accuracy_and_compute_plots_read_means_with_intervals(tmp_path):
+    acc = _acc({"dmi": [60, 61, 62], "pri_v4": [58, 60, 61]})
+    iso = _acc({"dmi": [50, 52, 51], "pri_v4": [55, 57, 56]}, sweep="iso4")
+    both = pd.concat([acc, iso]).assign(inversion_seconds=lambda d: d.sweep.map({"main": 10.0, "iso4": 4.0}),
+                                         pool_images=8)
+    from analysis.__main__ import with_intervals
+
+    out = with_intervals({"accuracy": pd.DataFrame(), "quantize_table": pd.DataFrame(), "iso": both}, 0.95)
+    c = out["compute"].set_index(["sweep", "tag"])
+    assert c.loc[("iso4", "pri_v4"), "top1_mean"] == pytest.approx(56.0)
+    assert c.loc[("iso4", "pri_v4"), "top1_lo"] == pytest.approx(56.0 - 4.302653 * 1.0 / np.sqrt(3), rel=1e-5)
+    assert c.loc[("main", "dmi"), "seconds_mean"] == 10.0 and c.seeds.eq(3).all()
+    plots.accuracy_vs_compute(out["compute"], str(tmp_path / "c.png"))
+    assert (tmp_path / "c.png").stat().st_size > 5000
+
+
+def test_synthetic_grid_names_every_class_and_shows_real_images(tmp_path):
+    import torch
+
+    labels = torch.tensor([0, 1, 2, 2])
+    pool = {"images": torch.randint(0, 255, (4, 1, 8, 8), dtype=torch.uint8), "labels": labels}
+    first = {"t": {"pri_v4": {"method": "pri", "v": 4, "pool": pool}}}
+    real = (torch.rand(6, 1, 8, 8), torch.tensor([0, 1, 2, 3, 4, 5]))
+    names = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal"]
+    captured = {}
+    orig = plots.save
+    plots.save = lambda fig, path, **kw: captured.update(fig=fig)
+    try:
+        plots.synthetic_grid(first, str(tmp_path / "g.png"), real=real, class_names=names)
+    finally:
+        plots.save = orig
+    axes = captured["fig"].axes
+    assert len(axes) == 2 * 6  # a real row and the pool's row, one column per class (all six)
+    assert [a.get_title() for a in axes[:6]] == names
+    assert axes[0].get_ylabel() == "real (test set)" and axes[6].get_ylabel() == "pri_v4"
+    assert any(t.get_text() == "none" for t in axes[6 + 5].texts)  # the pool has no class 5: said so
+    plots.plt.close(captured["fig"])

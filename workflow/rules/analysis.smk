@@ -1,33 +1,48 @@
-# Analysis: tidy CSVs, tables, plots and claim verdicts; every file below appears in
-# report.html with its caption from workflow/report/.
+# Analysis: tidy CSVs, tables, plots and claim verdicts. Tables are written as CSV and markdown
+# (plain outputs) and as small HTML files: the HTML ones and the plots appear in report.html, each
+# with its caption from workflow/report/<name>.rst. Categories are numbered because the report
+# orders them by name: the verdicts first, then the claims' forest plot, then the rest.
 import json
 import os
 
+VERDICTS = "1 Verdicts"
 TABLES = {
-    "verdicts": "Claims",
-    "claims": "Claims",
-    "differences": "Claims",
-    "power": "Claims",
-    "accuracy": "Accuracy",
-    "quantization": "Quantisation",
-    "efficiency": "Efficiency",
-    "theorem1": "Efficiency",
-    "teachers": "Provenance",
-    "versions": "Provenance",
-    "skipped": "Provenance",
+    "verdicts": VERDICTS,
+    "claims": "2 Claims",
+    "differences": "2 Claims",
+    "power": "2 Claims",
+    "accuracy": "3 Accuracy",
+    "compute": "4 Controls",
+    "quantization": "5 Quantisation",
+    "efficiency": "6 Efficiency",
+    "theorem1": "6 Efficiency",
+    "teachers": "8 Provenance",
+    "versions": "8 Provenance",
+    "skipped": "8 Provenance",
 }
 PLOTS = {
-    "forest": "Claims",
-    "accuracy_vs_sparsity": "Accuracy",
-    "update_counts": "Controls",
-    "accuracy_vs_compute": "Controls",
-    "quantization": "Quantisation",
-    "synthetic_grid": "Synthetic images",
-    "pri_stages": "Synthetic images",
-    "flops": "Efficiency",
-    "speedup": "Efficiency",
-    "active_tokens": "Efficiency",
+    "forest": "2 Claims",
+    "accuracy_vs_sparsity": "3 Accuracy",
+    "update_counts": "4 Controls",
+    "accuracy_vs_compute": "4 Controls",
+    "quantization": "5 Quantisation",
+    "flops": "6 Efficiency",
+    "speedup": "6 Efficiency",
+    "active_tokens": "6 Efficiency",
+    "synthetic_grid": "7 Synthetic images",
+    "pri_stages": "7 Synthetic images",
 }
+
+
+def in_report(path, name, category):
+    """An analysis output shown in report.html with its caption from workflow/report/<name>.rst."""
+    return report(path, caption=f"../report/{name}.rst", category=category)
+
+
+def teacher_data():
+    """teacher -> its dataset and data root: the synthetic grid's row of real images."""
+    return json.dumps({t: {"dataset": c.get("dataset"), "data_root": c.get("data_root")}
+                       for t, c in config["teachers"].items()})
 
 
 rule analysis:
@@ -39,8 +54,10 @@ rule analysis:
         efficiency=PLAN.efficiency_targets(),
     output:
         claims=f"{P.analysis}/claims.csv",
-        **{f"table_{n}": reported(f"{P.analysis}/tables/{n}.csv", n, c) for n, c in TABLES.items()},
-        **{f"plot_{n}": reported(f"{P.analysis}/plots/{n}.png", n, c) for n, c in PLOTS.items()},
+        **{f"table_{n}": f"{P.analysis}/tables/{n}.csv" for n in TABLES},
+        **{f"markdown_{n}": f"{P.analysis}/tables/{n}.md" for n in TABLES},
+        **{f"html_{n}": in_report(f"{P.analysis}/tables/{n}.html", n, c) for n, c in TABLES.items()},
+        **{f"plot_{n}": in_report(f"{P.analysis}/plots/{n}.png", n, c) for n, c in PLOTS.items()},
     log:
         P.log_analysis,
     params:
@@ -48,6 +65,7 @@ rule analysis:
         out=lambda w, output: os.path.dirname(output.claims),
         missing=json.dumps([m.as_dict() for m in PLAN.missing]),
         claims=json.dumps(config["claims"]),
+        data=teacher_data(),
     conda:
         ENV
     threads: 1
@@ -55,5 +73,5 @@ rule analysis:
         **RESOURCES.get("analysis", {}),
     shell:
         "{params.py} -m analysis --out {params.out:q} --missing {params.missing:q} --claims-config {params.claims:q} "
-        "--teachers {input.teachers:q} --distill {input.distill:q} --pools {input.pools:q} "
+        "--data {params.data:q} --teachers {input.teachers:q} --distill {input.distill:q} --pools {input.pools:q} "
         "--efficiency {input.efficiency:q} --quantize {input.quantize:q} > {log:q} 2>&1"
