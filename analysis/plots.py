@@ -69,19 +69,32 @@ def accuracy_vs_sparsity(acc: pd.DataFrame, pools: pd.DataFrame, teachers: pd.Da
     for ax, t in zip(axes[0], ts):
         d = df[df.teacher == t].assign(x=lambda f: 100 * f.sparsity)
         hollow = False
-        for fam in [f for f in FAMILY_ORDER if f in set(d.family)]:
+        fams = [f for f in FAMILY_ORDER if f in set(d.family)]
+        for k, fam in enumerate(fams):
             g = d[d.family == fam].sort_values("x")
-            ax.plot(g.x, g.top1_mean, "-", color=colors[fam], lw=0.8, alpha=0.6)
-            for i, r in enumerate(g.itertuples()):
-                hollow |= not point_with_interval(ax, r.x, r.top1_mean, r.top1_lo, r.top1_hi, colors[fam],
+            x = g.x + DODGE * (k - (len(fams) - 1) / 2)  # side by side where methods share a sparsity
+            ax.plot(x, g.top1_mean, "-", color=colors[fam], lw=0.8, alpha=0.6)
+            for i, (xi, r) in enumerate(zip(x, g.itertuples())):
+                hollow |= not point_with_interval(ax, xi, r.top1_mean, r.top1_lo, r.top1_hi, colors[fam],
                                                   label=fam if i == 0 else None)
         _reference_lines(ax, teachers, pools, t)
-        ax.set(xlabel="patches removed per synthetic image (%, measured)", ylabel="student top-1 (%)",
+        _percent_axis(ax)
+        ax.set(xlabel="patches removed per synthetic image (%, measured; methods set apart by a little)",
+               ylabel="student top-1 (%)",
                title=f"teacher {t}: mean over seeds with its {_level(acc)} interval" +
                      ("\n(hollow: one seed, no interval)" if hollow else ""))
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     fig.tight_layout()
     save(fig, path)
+
+
+DODGE = 0.8  # sparsity points between methods drawn at the same sparsity
+
+
+def _percent_axis(ax):
+    """A top-1 axis never beyond 0-100 %: an interval wider than that runs off the edge."""
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(max(lo, -2.0), min(hi, 102.0))
 
 
 def _level(df) -> str:
@@ -230,17 +243,26 @@ def speedup(flops: pd.DataFrame, times: pd.DataFrame, path, why="", level=0.95):
 
 
 def active_tokens(curves: pd.DataFrame, eff_curves: pd.DataFrame, path, why=""):
+    """Active patch tokens per iteration of every schedule (two panels a row; dashed: PRI's
+    variants, so curves that coincide stay visible)."""
     frames = [c for c in (curves, eff_curves) if not c.empty]
     if not frames:
         return _empty(path, "Active tokens", why or "no schedules")
     d = pd.concat(frames)
     srcs = list(d.source.unique())
-    fig, axes = plt.subplots(1, len(srcs), figsize=(6 * len(srcs), 3.8), squeeze=False)
-    for ax, s in zip(axes[0], srcs):
+    cols = min(2, len(srcs))
+    nrows = -(-len(srcs) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(7.2 * cols, 3.6 * nrows), squeeze=False)
+    tags = list(dict.fromkeys(d.tag))
+    colors = dict(zip(tags, plt.cm.tab20.colors * 2))
+    for ax, s in zip(axes.flat, srcs):
         for tag, g in d[d.source == s].groupby("tag", sort=False):
-            ax.plot(g.iteration, g.active_tokens, lw=1.2, label=tag)
+            ax.plot(g.iteration, g.active_tokens, lw=1.4, color=colors[tag], label=tag, drawstyle="steps-post",
+                    ls="--" if tag.startswith("pri") else "-")
         ax.set(title=s, xlabel="iteration", ylabel="active patch tokens")
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
+    for ax in list(axes.flat)[len(srcs):]:
+        ax.axis("off")
     fig.tight_layout()
     save(fig, path)
 
@@ -341,6 +363,7 @@ def accuracy_vs_compute(compute: pd.DataFrame, path, why=""):
                 mk = "s" if r.sweep == "main" else "o"
                 hollow |= not point_with_interval(ax, r.seconds_mean, r.top1_mean, r.top1_lo, r.top1_hi, colors[tag],
                                                   marker=mk, label=tag if i == 0 else None)
+        _percent_axis(ax)
         ax.set(xscale="log", xlabel="inversion compute per seed (s, measured; mean over seeds)",
                ylabel="student top-1 (%)",
                title=f"teacher {t}: circles iso-compute budgets, squares the main sweep" +
