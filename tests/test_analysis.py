@@ -329,3 +329,53 @@ def test_synthetic_grid_names_every_class_and_shows_real_images(tmp_path):
     assert axes[0].get_ylabel() == "real (test set)" and axes[6].get_ylabel() == "pri_v4"
     assert any(t.get_text() == "none" for t in axes[6 + 5].texts)  # the pool has no class 5: said so
     plots.plt.close(captured["fig"])
+
+
+def test_real_row_is_optional_when_the_dataset_is_missing(tmp_path):
+    import torch
+
+    from analysis.__main__ import real_images
+
+    first = {"f": {"pri_v4": {"method": "pri", "v": 4,
+                              "pool": {"images": torch.zeros(2, 1, 28, 28, dtype=torch.uint8),
+                                       "labels": torch.tensor([0, 1])}}}}
+    d = {"first": first, "teachers": pd.DataFrame([{"teacher": "f", "dataset": "fashion_mnist"}])}
+    real, names = real_images(d, {"f": {"dataset": "fashion_mnist", "data_root": str(tmp_path / "absent")}})
+    assert real is None and names[:2] == ["T-shirt/top", "Trouser"] and len(names) == 10
+    real, names = real_images(d | {"first": {}}, {})
+    assert real is None and names is None
+
+
+def test_report_landing_page_embeds_the_verdict_table(tmp_path, monkeypatch):
+    """workflow.rst, rendered as snakemake --report does (Jinja, then docutils), carries the
+    verdict table's HTML inline: a reader sees the verdicts without a click."""
+    from pathlib import Path
+
+    import jinja2
+    import yaml
+    from docutils.core import publish_parts
+
+    from analysis.__main__ import write_table
+
+    rows, _ = _claims(_acc({"dmi": [60, 61, 62], "pri_v4": [58, 60, 61], "smi_v4": [55, 57, 56]}))
+    write_table(C.summary(C.table(rows)), str(tmp_path / "analysis"), "verdicts")
+    monkeypatch.chdir(tmp_path)
+    root = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((root / "config" / "test.yaml").read_text())
+    config.setdefault("claims", {"level": 0.95, "delta_top1": 3.0})
+    config["efficiency"].setdefault("mode", "auto")
+
+    class Res:
+        path = Path("analysis/tables/verdicts.html")
+
+    class Snakemake:
+        pass
+
+    Snakemake.config = config
+    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)  # as snakemake's report sets it up, or not
+    for e in (env, jinja2.Environment()):
+        text = e.from_string((root / "workflow" / "report" / "workflow.rst").read_text()).render(
+            snakemake=Snakemake, categories={}, files=[Res()])
+        body = publish_parts(text, writer="html", settings_overrides={"report_level": 2,
+                                                                            "halt_level": 2})["html_body"]
+        assert 'class="pri-table"' in body and "<td>3a</td>" in body
