@@ -221,6 +221,21 @@ def efficiency_claims(flops: pd.DataFrame, times: pd.DataFrame, theorem: pd.Data
         rows.append(_row("2b", "-", "peak GPU memory needs a GPU run of the efficiency track", "-", NOT_RUN))
     else:
         rows += _ordering_claim("2b", gpu, "peak_memory_mb", 1.0, "MiB", 0.02, enabled, "paper scale, GPU")
+    rows += _theorem_claims(theorem, enabled)
+    for r in rows:
+        r.setdefault("claim_verdict", None)
+    for cid in ("1", "2a", "2b", "8"):
+        mine = [r for r in rows if r["claim_id"] == cid]
+        overall = combine([r["verdict"] for r in mine])
+        for r in mine:
+            r["claim_verdict"] = overall
+    return rows
+
+
+def _theorem_claims(theorem: pd.DataFrame, enabled: bool) -> list[dict]:
+    """Claim 8: fvcore's PRI/SMI* MACs ratio per model, v and part, inside the region the closed
+    form predicts (a count: its interval is the point itself)."""
+    rows = []
     if theorem.empty:
         rows.append(_row("8", "-", "no Theorem 1 check", "-", NOT_RUN if not enabled else INCONCLUSIVE))
     else:
@@ -238,13 +253,6 @@ def efficiency_claims(flops: pd.DataFrame, times: pd.DataFrame, theorem: pd.Data
             if measured is not None:  # a count, exact: its interval is the point itself
                 r.update(mean_difference=measured, ci_lo=measured, ci_hi=measured)
             rows.append(r)
-    for r in rows:
-        r.setdefault("claim_verdict", None)
-    for cid in ("1", "2a", "2b", "8"):
-        mine = [r for r in rows if r["claim_id"] == cid]
-        overall = combine([r["verdict"] for r in mine])
-        for r in mine:
-            r["claim_verdict"] = overall
     return rows
 
 
