@@ -34,17 +34,6 @@ PLOTS = {
 }
 
 
-def in_report(path, name, category):
-    """An analysis output shown in report.html with its caption from workflow/report/<name>.rst."""
-    return report(path, caption=f"../report/{name}.rst", category=category)
-
-
-def teacher_data():
-    """teacher -> its dataset and data root: the synthetic grid's row of real images."""
-    return json.dumps({t: {"dataset": c.get("dataset"), "data_root": c.get("data_root")}
-                       for t, c in config["teachers"].items()})
-
-
 rule analysis:
     input:
         teachers=PLAN.teacher_metrics(),
@@ -56,8 +45,11 @@ rule analysis:
         claims=f"{P.analysis}/claims.csv",
         **{f"table_{n}": f"{P.analysis}/tables/{n}.csv" for n in TABLES},
         **{f"markdown_{n}": f"{P.analysis}/tables/{n}.md" for n in TABLES},
-        **{f"html_{n}": in_report(f"{P.analysis}/tables/{n}.html", n, c) for n, c in TABLES.items()},
-        **{f"plot_{n}": in_report(f"{P.analysis}/plots/{n}.png", n, c) for n, c in PLOTS.items()},
+        # each with its caption from workflow/report/<name>.rst
+        **{f"html_{n}": report(f"{P.analysis}/tables/{n}.html", caption=f"../report/{n}.rst", category=c)
+           for n, c in TABLES.items()},
+        **{f"plot_{n}": report(f"{P.analysis}/plots/{n}.png", caption=f"../report/{n}.rst", category=c)
+           for n, c in PLOTS.items()},
     log:
         P.log_analysis,
     params:
@@ -65,7 +57,9 @@ rule analysis:
         out=lambda w, output: os.path.dirname(output.claims),
         missing=json.dumps([m.as_dict() for m in PLAN.missing]),
         claims=json.dumps(config["claims"]),
-        data=teacher_data(),
+        # teacher -> its dataset and data root: the synthetic grid's row of real images
+        data=json.dumps({t: {"dataset": c.get("dataset"), "data_root": c.get("data_root")}
+                         for t, c in config["teachers"].items()}),
     conda:
         ENV
     threads: 1
