@@ -287,9 +287,9 @@ def forest(claims: pd.DataFrame, path, why=""):
         shared = g.scale.nunique() == 1
         for i, r in g.iterrows():
             labels[i] = _wrap(r.part if shared else f"{r.part}  ({r.scale.split(' (teacher')[0]})", FOREST_WRAP)
-    heights = [sum(1 + 0.6 * labels[i].count("\n") for i in d.index[d.claim_id == c]) + 1.6 for c in cids]
-    fig, axes = plt.subplots(len(cids), 1, figsize=(10, 0.34 * sum(heights) + 0.4), squeeze=False,
-                             gridspec_kw={"height_ratios": heights})
+    units = [max(1.5, sum(1 + 0.6 * labels[i].count("\n") for i in d.index[d.claim_id == c])) for c in cids]
+    fig, axes = plt.subplots(len(cids), 1, figsize=(10, 0.36 * sum(units) + 1.05 * len(cids) + 0.3), squeeze=False,
+                             gridspec_kw={"height_ratios": units})
     for ax, cid in zip(axes[:, 0], cids):
         _forest_panel(ax, d[d.claim_id == cid], labels)
     fig.tight_layout(h_pad=1.2)
@@ -316,8 +316,9 @@ def _forest_panel(ax, g, labels):
         c = VERDICT_COLORS.get(r.verdict, "k")
         if not point_with_interval(ax, r.mean_difference, i, r.ci_lo, r.ci_hi, c, horizontal=True):
             n = "?" if pd.isna(r.n) else int(r.n)
-            ax.annotate(f"n={n}: {NO_INTERVAL}", (r.mean_difference, i), xytext=(8, 0), textcoords="offset points",
-                        va="center", fontsize=7, color=c)
+            left = r.mean_difference > (xmin + xmax) / 2  # the note on the side with room
+            ax.annotate(f"n={n}: {NO_INTERVAL}", (r.mean_difference, i), xytext=(-8 if left else 8, 0),
+                        textcoords="offset points", va="center", ha="right" if left else "left", fontsize=7, color=c)
     ax.set_yticks(range(len(g)), [labels[i] for i in g.index], fontsize=7)
     ax.set_ylim(len(g) - 0.5, -0.5)
     ax.set_xlim(xmin, xmax)
