@@ -11,6 +11,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -369,6 +370,9 @@ def accuracy_vs_compute(compute: pd.DataFrame, path, why=""):
                ylabel="student top-1 (%)",
                title=f"teacher {t}: circles iso-compute budgets, squares the main sweep" +
                      ("\n(hollow: one seed, no interval)" if hollow else ""))
+        for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):
+            axis(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:.3g}"))
+        ax.tick_params(axis="x", which="both", labelsize=8)
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0, title="method")
     fig.tight_layout()
     save(fig, path)
