@@ -164,7 +164,8 @@ def real_images(d: dict, data: dict):
 
 def draw(d: dict, claims: pd.DataFrame, why: str, out: str, level: float, data: dict) -> None:
     P = lambda n: os.path.join(out, "plots", f"{n}.png")  # noqa: E731
-    plots.forest(claims, P("forest"), why)
+    for name, ids in plots.FOREST_GROUPS.items():
+        plots.forest(claims, P(name), why, ids=ids)
     plots.accuracy_vs_sparsity(d["accuracy"], d["pools"], d["teachers"], P("accuracy_vs_sparsity"), why)
     real, names = real_images(d, data)
     plots.synthetic_grid(d["first"], P("synthetic_grid"), real=real, class_names=names, why=why)

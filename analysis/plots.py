@@ -23,8 +23,13 @@ VERDICT_COLORS = {"supported": "tab:green", "not supported": "tab:red", "inconcl
 NO_INTERVAL = "no interval"
 
 
+MAX_HEIGHT_PX = 880  # report.html centres an image vertically: a taller one loses its top off-screen
+
+
 def save(fig, path, dpi=110, **kw) -> None:
-    """Write a figure under a temporary name and rename it: a half-written PNG never has the final name."""
+    """Write a figure under a temporary name and rename it: a half-written PNG never has the final
+    name. Its resolution is lowered (not below 72 dpi) where needed to keep it within a screen's height."""
+    dpi = max(72.0, min(dpi, MAX_HEIGHT_PX / fig.get_size_inches()[1]))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", **kw)
     plt.close(fig)
@@ -132,7 +137,7 @@ def synthetic_grid(first: dict, path, real=None, class_names=None, max_classes=2
     classes = list(range(min(nc, max_classes)))
     rows = ([("real (test set)", real)] if real is not None else []) + \
         [(tag, (p["pool"]["images"], p["pool"]["labels"])) for tag, p in pools.items()]
-    fig, axes = plt.subplots(len(rows), len(classes), figsize=(1.05 * len(classes) + 1.6, 1.1 * len(rows) + 0.8),
+    fig, axes = plt.subplots(len(rows), len(classes), figsize=(0.85 * len(classes) + 1.6, 0.85 * len(rows) + 0.7),
                              squeeze=False)
     for r, (name, (images, labels)) in enumerate(rows):
         for c in classes:
@@ -271,7 +276,11 @@ def active_tokens(curves: pd.DataFrame, eff_curves: pd.DataFrame, path, why=""):
 FOREST_WRAP = 46
 
 
-def forest(claims: pd.DataFrame, path, why=""):
+FOREST_GROUPS = {"forest": ("3a", "3b", "3c", "4a", "4b", "5"), "forest_controls": ("6", "7", "9"),
+                 "forest_efficiency": ("1", "8")}
+
+
+def forest(claims: pd.DataFrame, path, why="", ids=None):
     """One panel per claim with numbers: each part's estimate with its interval, coloured by its
     verdict, and the part's region (the claims table's region_lo/region_hi) shaded on its row. A
     part with no interval (one seed: infinite) is a hollow marker labelled so; the axis spans the
@@ -279,8 +288,10 @@ def forest(claims: pd.DataFrame, path, why=""):
     need = {"mean_difference", "region_lo", "region_hi"}
     d = claims[claims.mean_difference.notna()] if need <= set(claims) else claims.iloc[0:0]
     d = d[d.region_lo.notna() | d.region_hi.notna()] if not d.empty else d
+    d = d[d.claim_id.isin(ids)] if ids is not None and not d.empty else d
     if d.empty:
-        return _empty(path, "Differences and their intervals", why or "no claim with numbers")
+        which = f"claims {', '.join(ids)}" if ids else "claims"
+        return _empty(path, f"Differences and their intervals ({which})", why or "no part of these claims ran")
     cids = list(dict.fromkeys(d.claim_id))
     labels = {}
     for cid in cids:
@@ -289,11 +300,11 @@ def forest(claims: pd.DataFrame, path, why=""):
         for i, r in g.iterrows():
             labels[i] = _wrap(r.part if shared else f"{r.part}  ({r.scale.split(' (teacher')[0]})", FOREST_WRAP)
     units = [max(1.5, sum(1 + 0.6 * labels[i].count("\n") for i in d.index[d.claim_id == c])) for c in cids]
-    fig, axes = plt.subplots(len(cids), 1, figsize=(10, 0.36 * sum(units) + 1.05 * len(cids) + 0.3), squeeze=False,
+    fig, axes = plt.subplots(len(cids), 1, figsize=(10, 0.3 * sum(units) + 0.8 * len(cids) + 0.2), squeeze=False,
                              gridspec_kw={"height_ratios": units})
     for ax, cid in zip(axes[:, 0], cids):
         _forest_panel(ax, d[d.claim_id == cid], labels)
-    fig.tight_layout(h_pad=1.2)
+    fig.tight_layout(h_pad=0.6)
     save(fig, path)
 
 
@@ -323,10 +334,9 @@ def _forest_panel(ax, g, labels):
     ax.set_yticks(range(len(g)), [labels[i] for i in g.index], fontsize=7)
     ax.set_ylim(len(g) - 0.5, -0.5)
     ax.set_xlim(xmin, xmax)
-    ax.set_xlabel(r0.unit or "", fontsize=7)
     regions = " / ".join(dict.fromkeys(g.region))
     scale = f" At {g.scale.iloc[0].split(' (teacher')[0]}." if g.scale.nunique() == 1 else ""
-    title = f"claim {r0.claim_id} ({r0.claim_verdict}): {r0.claim}. Region {regions} shaded.{scale}"
+    title = f"claim {r0.claim_id} ({r0.claim_verdict}): {r0.claim}. Region {regions} shaded (axis in {r0.unit}).{scale}"
     ax.set_title(_wrap(title, 115), fontsize=8, loc="left")
     ax.tick_params(axis="x", labelsize=7)
 

@@ -22,6 +22,8 @@ TABLES = {
 }
 PLOTS = {
     "forest": "2 Claims",
+    "forest_controls": "2 Claims",
+    "forest_efficiency": "2 Claims",
     "accuracy_vs_sparsity": "3 Accuracy",
     "update_counts": "4 Controls",
     "accuracy_vs_compute": "4 Controls",
