@@ -387,3 +387,20 @@ def test_report_landing_page_embeds_the_verdict_table(tmp_path, monkeypatch):
         body = publish_parts(text, writer="html", settings_overrides={"report_level": 2,
                                                                             "halt_level": 2})["html_body"]
         assert 'class="pri-table"' in body and "<td>3a</td>" in body
+
+
+def test_figures_fit_a_screen_and_the_forest_groups_cover_every_claim_with_numbers(tmp_path):
+    """report.html centres an image vertically: a figure taller than a screen would lose its top."""
+    fig, _ = plots.plt.subplots(figsize=(6, 30))
+    plots.save(fig, str(tmp_path / "tall.png"))
+    import struct
+
+    w, h = struct.unpack(">II", (tmp_path / "tall.png").read_bytes()[16:24])
+    assert h <= 30 * 72 + 10  # resolution lowered to the floor of 72 dpi (not 110: 3300 px)
+    fig, _ = plots.plt.subplots(figsize=(6, 6))
+    plots.save(fig, str(tmp_path / "square.png"))
+    w, h = struct.unpack(">II", (tmp_path / "square.png").read_bytes()[16:24])
+    assert h <= plots.MAX_HEIGHT_PX
+    numeric = set(C.CLAIMS) - {"2a", "2b"}  # orderings: numbers in the verdict table, no interval
+    grouped = [c for ids in plots.FOREST_GROUPS.values() for c in ids]
+    assert sorted(grouped) == sorted(numeric) and len(grouped) == len(set(grouped))
