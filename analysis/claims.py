@@ -222,9 +222,12 @@ def efficiency_claims(flops: pd.DataFrame, times: pd.DataFrame, theorem: pd.Data
     else:
         rows += _ordering_claim("2b", gpu, "peak_memory_mb", 1.0, "MiB", 0.02, enabled, "paper scale, GPU")
     rows += _theorem_claims(theorem, enabled)
-    for r in rows:
-        r.setdefault("claim_verdict", None)
-    for cid in ("1", "2a", "2b", "8"):
+    return _with_claim_verdicts(rows)
+
+
+def _with_claim_verdicts(rows: list[dict]) -> list[dict]:
+    """Every row gets its claim's overall verdict, combined over the claim's parts."""
+    for cid in dict.fromkeys(r["claim_id"] for r in rows):
         mine = [r for r in rows if r["claim_id"] == cid]
         overall = combine([r["verdict"] for r in mine])
         for r in mine:

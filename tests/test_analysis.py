@@ -218,7 +218,8 @@ def test_claims_carry_their_region_as_numbers():
     th = pd.DataFrame([{"model": "m", "v": 4, "part": p, "n_over_d": 0.5, "bound": None, "closed_form": 0.6,
                         "cost_model": 0.62, "fvcore": f, "predicted": "", "predicted_holds": True}
                        for p, f in (("mlp", 0.61), ("attention", 1.2))])
-    eight = C.table(C.efficiency_claims(flops, times, th, {}, enabled=True)).query("claim_id == '8'").set_index("part")
+    eight = C.table(C.efficiency_claims(flops, times, th, {}, enabled=True))
+    eight = eight[eight.claim_id == "8"].set_index("part")
     assert eight.loc["mlp", "mean_difference"] == eight.loc["mlp", "ci_lo"] == 0.61
     assert (eight.loc["mlp", "region_lo"], eight.loc["mlp", "region_hi"]) == (float("-inf"), 1.0)
     assert eight.loc["attention", "verdict"] == "not supported" and eight.claim_verdict.eq("not supported").all()
