@@ -36,32 +36,36 @@ VERDICT_CLASS = {"supported": "v-supported", "not supported": "v-not-supported",
                  "not run": "v-not-run"}
 
 
-def table_html(df: pd.DataFrame, title: str = "", group: tuple = ()) -> str:
+def table_html(df: pd.DataFrame, title: str = "", group: tuple = (), nowrap: tuple = ()) -> str:
     """A table as a small self-contained HTML fragment (its own CSS, scoped to .pri-table; on the
     report's landing page it also widens the text column that holds it) that report.html shows
     inline; verdict cells are coloured. ``group``: columns whose repeated values (the parts of one
-    claim) are written once, at the first row of the group."""
+    claim) are written once, at the first row of the group; ``nowrap``: columns kept on one line."""
     df = df.copy()
+    for col in (c for c in nowrap if c in df):
+        df[col] = df[col].map(lambda x: x.replace(" ", "\u00a0") if isinstance(x, str) else x)
     if group and not df.empty and set(group) <= set(df):
         repeat = df[list(group)].eq(df[list(group)].shift()).all(axis=1)
         for col in group:
             df[col] = df[col].astype(object).where(~repeat, "")
     body = df.to_html(index=False, na_rep="", float_format=lambda x: f"{x:.4g}", border=0, escape=True)
     for text, cls in VERDICT_CLASS.items():
-        body = body.replace(f"<td>{text}</td>", f'<td class="{cls}">{text}</td>')
+        for shown in dict.fromkeys((text, text.replace(" ", "\u00a0"))):
+            body = body.replace(f"<td>{shown}</td>", f'<td class="{cls}">{shown}</td>')
     if title:
         body = body.replace("<thead>", f"<caption>{html.escape(title)}</caption>\n  <thead>", 1)
     return f'{CSS}<div class="pri-table">\n{body}\n</div>\n'
 
 
-def write_table(df: pd.DataFrame, out_dir: str, name: str, note: str = "", title: str = "", group: tuple = ()) -> None:
+def write_table(df: pd.DataFrame, out_dir: str, name: str, note: str = "", title: str = "", group: tuple = (),
+                nowrap: tuple = ()) -> None:
     """CSV (for tools), markdown (for people) and HTML (shown inside report.html) side by side, each
     written atomically."""
     if df.empty:
         df = pd.DataFrame({"note": [note or "nothing to show"]})
     atomic_write_text(os.path.join(out_dir, "tables", f"{name}.csv"), df.to_csv(index=False))
     atomic_write_text(os.path.join(out_dir, "tables", f"{name}.md"), df.to_markdown(index=False, floatfmt=".4g") + "\n")
-    atomic_write_text(os.path.join(out_dir, "tables", f"{name}.html"), table_html(df, title, group))
+    atomic_write_text(os.path.join(out_dir, "tables", f"{name}.html"), table_html(df, title, group, nowrap))
 
 
 def main(argv=None) -> int:
@@ -128,7 +132,7 @@ def with_intervals(d: dict, level: float) -> dict:
 
 def write_tables(d: dict, claims: pd.DataFrame, missing: list, why: str, out: str) -> None:
     write_table(C.summary(claims), out, "verdicts", title="Verdicts: every claim of the paper, every part",
-                group=("claim", "claim_verdict", "statement"))
+                group=("claim", "claim_verdict", "statement"), nowrap=("claim_verdict", "interval", "verdict"))
     write_table(claims, out, "claims")
     write_table(d["accuracy"], out, "accuracy", f"accuracy track not run: {why}")
     write_table(d["compute"], out, "compute", "the iso-compute control is off")

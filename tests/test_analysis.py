@@ -272,6 +272,9 @@ def test_tables_are_written_as_html_the_report_shows(tmp_path):
     assert html.startswith('<meta charset="utf-8"><style>') and "<table" in html and "<caption>Verdicts" in html
     assert '<td class="v-not-run">not run</td>' in html and "<td>3a</td>" in html
     assert "http" not in html and "src=" not in html  # self-contained: nothing to fetch
+    write_table(C.summary(C.table(rows)), str(tmp_path), "kept", nowrap=("verdict",))
+    assert '<td class="v-not-run">not\u00a0run</td>' in (tmp_path / "tables" / "kept.html").read_text()
+    assert "not run" in (tmp_path / "tables" / "kept.csv").read_text()  # the CSV keeps plain spaces
     write_table(pd.DataFrame(), str(tmp_path), "empty", note="quantisation is off")
     assert "quantisation is off" in (tmp_path / "tables" / "empty.html").read_text()
 
