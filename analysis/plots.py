@@ -136,7 +136,7 @@ def synthetic_grid(first: dict, path, real=None, class_names=None, max_classes=2
     nc = max(nc, len(class_names or []))
     classes = list(range(min(nc, max_classes)))
     rows = ([("real (test set)", real)] if real is not None else []) + \
-        [(tag, (p["pool"]["images"], p["pool"]["labels"])) for tag, p in pools.items()]
+        [(tag, (p["pool"]["images"], p["pool"]["labels"])) for tag, p in sorted(pools.items(), key=_family_key)]
     fig, axes = plt.subplots(len(rows), len(classes), figsize=(0.85 * len(classes) + 1.6, 0.85 * len(rows) + 0.7),
                              squeeze=False)
     for r, (name, (images, labels)) in enumerate(rows):
@@ -159,6 +159,12 @@ def synthetic_grid(first: dict, path, real=None, class_names=None, max_classes=2
                  + ("" if real is not None else " (real images: dataset not at hand)"), fontsize=9)
     fig.tight_layout()
     save(fig, path)
+
+
+def _family_key(item):
+    """(tag, pool entry) in the registry's family order, then by v."""
+    fam, v = item[1].get("family"), item[1].get("v")
+    return FAMILY_ORDER.index(fam) if fam in FAMILY_ORDER else len(FAMILY_ORDER), 0 if v is None else v, item[0]
 
 
 def pri_stages(first: dict, path, rows=4, why=""):
