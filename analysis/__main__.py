@@ -26,6 +26,7 @@ CSS = """<meta charset="utf-8"><style>
 .pri-table td.v-not-supported{background:#ffebe9!important;font-weight:600}
 .pri-table td.v-inconclusive{background:#fff8c5!important}
 .pri-table td.v-not-run{color:#6e7781}
+.pri-table td.v-not-testable{background:#eaeef2!important;font-style:italic}
 .pri-table caption{caption-side:top;text-align:left;font-weight:600;padding:4px 0}
 .prose:has(.pri-table){max-width:none}
 div.overflow-auto:has(.pri-table){align-items:flex-start;justify-content:flex-start}
@@ -33,7 +34,8 @@ div.flex.gap-3:has(.pri-table){flex-wrap:wrap}
 </style>
 """
 VERDICT_CLASS = {"supported": "v-supported", "not supported": "v-not-supported", "inconclusive": "v-inconclusive",
-                 "not run": "v-not-run"}
+                 "not run": "v-not-run", "not testable here": "v-not-testable", "control passed": "v-supported",
+                 "control failed": "v-not-supported"}
 
 
 def table_html(df: pd.DataFrame, title: str = "", group: tuple = (), nowrap: tuple = ()) -> str:
@@ -89,8 +91,9 @@ def main(argv=None) -> int:
                          int(ccfg.get("bootstrap", 2000)))
     d.update(with_intervals(d, level))
     why = "; ".join(f"{m['key']}: {m['reason']}" for m in missing) if missing else ""
-    for name in ("distill", "pools", "quantize"):
-        atomic_write_text(os.path.join(a.out, f"{name}_tidy.csv"), d[name].to_csv(index=False))
+    for name in ("distill", "pools", "quantize"):  # per-image correctness stays out of the CSV
+        atomic_write_text(os.path.join(a.out, f"{name}_tidy.csv"),
+                          d[name].drop(columns=["correct"], errors="ignore").to_csv(index=False))
     rows = C.accuracy_claims(d["differences"], d["teachers"], ccfg, missing)
     rows += C.efficiency_claims(d["flops"], d["times"], d["theorem1"], ccfg, enabled=bool(a.efficiency))
     claims = C.table(rows)
@@ -140,7 +143,8 @@ def write_tables(d: dict, claims: pd.DataFrame, missing: list, why: str, out: st
     write_table(d["power"], out, "power", "no paired differences")
     write_table(d["quantize_table"], out, "quantization", "quantisation is off")
     write_table(d["efficiency"], out, "efficiency", "efficiency track not run")
-    write_table(d["theorem1"], out, "theorem1", "efficiency track not run")
+    write_table(d["theorem1"].drop(columns=["samples_a", "samples_b"], errors="ignore"), out, "theorem1",
+                "efficiency track not run")
     write_table(d["teachers"], out, "teachers", f"no teacher: {why}")
     write_table(d["versions"], out, "versions", "no jobs recorded versions")
     write_table(pd.DataFrame(missing), out, "skipped", "nothing was skipped")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -128,8 +128,20 @@ def pools(paths, max_update_values: int = 4000):
     return pd.DataFrame(rows), cat(curves), cat(updates), first
 
 
+def correct_of(row: dict):
+    """A quantisation row's per-test-image correctness (0/1, in the test set's order) from its
+    packed bits (``pri quantize`` writes ``correct_bits``), or None for results written before."""
+    import base64
+
+    bits, n = row.get("correct_bits"), row.get("num_images")
+    if not bits or not n:
+        return None
+    return np.unpackbits(np.frombuffer(base64.b64decode(bits), dtype=np.uint8))[:int(n)].astype(np.float64)
+
+
 def quantize(paths) -> pd.DataFrame:
-    """One row per (pool or baseline, bit setting, calibration draw) of `pri quantize` JSONs."""
+    """One row per (pool or baseline, bit setting, calibration draw) of `pri quantize` JSONs; the
+    column ``correct`` holds each row's per-test-image correctness (an array, or None)."""
     rows = []
     for p in paths:
         m = _read(p)
@@ -142,7 +154,8 @@ def quantize(paths) -> pd.DataFrame:
             rows.append({**key, "calibration": m.get("calibration"), "w_bits": r["w_bits"], "a_bits": r["a_bits"],
                          "bits": r.get("setting") or f"W{r['w_bits']}A{r['a_bits']}", "draw": r["draw"],
                          "top1_pct": _pct(r["top1"]), "top5_pct": _pct(r.get("top5")),
-                         "fp_top1_pct": _pct(m.get("fp_top1")), "pre_gather": m.get("pre_gather")})
+                         "fp_top1_pct": _pct(m.get("fp_top1")), "pre_gather": m.get("pre_gather"),
+                         "test_images": (m.get("test") or {}).get("num_images"), "correct": correct_of(r)})
     df = pd.DataFrame(rows)
     if not df.empty:  # pools' jobs skip the float evaluation: take it from the teacher's baselines
         fp = df.dropna(subset=["fp_top1_pct"]).groupby("teacher")["fp_top1_pct"].first()
@@ -203,6 +216,12 @@ def efficiency(paths, level: float = stats.LEVEL):
                               "peak_memory_kind": r.get("time_peak_memory_kind"), "torch": r.get("torch"),
                               "timm": r.get("timm"), "measured_speedup": sp[0], "speedup_lo": sp[1],
                               "speedup_hi": sp[2]})
+        stages = [st for tag in by_tag for st in (((m.get("details") or {}).get("schedules") or {}).get(tag, {})
+                                                  .get("time") or {}).get("stages", [])]
+        flags = monotone(stages)
+        for r in times:
+            if r["model"] == (rows[0]["model"] if rows else None) and "monotone" not in r:
+                r.update(monotone=(not flags) if stages else None, non_monotone="; ".join(flags))
         for t in m.get("details", {}).get("theorem1", []):
             model = m.get("provenance", {}).get("model", t.get("model"))
             pri, star = by_tag.get(Spec("pri", t["v"]).tag, {}), by_tag.get(Spec("smi_star", t["v"]).tag, {})
@@ -217,7 +236,57 @@ def efficiency(paths, level: float = stats.LEVEL):
                                 "bound": t["attn_bound"] if part == "attention" else None,
                                 "closed_form": closed, "cost_model": cost, "fvcore": fv, "predicted": predicted,
                                 "predicted_holds": bool(holds_closed)})
-    return pd.DataFrame(flops), pd.DataFrame(times), pd.DataFrame(theorem)
+    flops, times, theorem = pd.DataFrame(flops), pd.DataFrame(times), pd.DataFrame(theorem)
+    if not theorem.empty and not times.empty:
+        theorem = pd.concat([theorem, theorem_time(times, flops, theorem, level)], ignore_index=True)
+    return flops, times, theorem
+
+
+MONOTONE_NOTE = "stage times not monotone in the active tokens"
+
+
+def monotone(stages: list, slack: float = 0.1) -> list[str]:
+    """The pairs of timed stages (same trajectories) where a stage with fewer active tokens took
+    longer than one with more: every timed block of the smaller stage slower than ``1 + slack``
+    times every block of the larger one (beyond the blocks' spread, not a tie). [] when monotone."""
+    out, seen = [], {}
+    for st in stages:
+        seen[(int(st["trajectories"]), int(st["active"]))] = st.get("step_samples") or [st["step_seconds"]]
+    for (b, k), small in seen.items():
+        for (b2, k2), large in seen.items():
+            if b2 == b and k2 > k and min(small) > (1 + slack) * max(large):
+                out.append(f"{k} tokens {np.median(small):.4g} s > {k2} tokens {np.median(large):.4g} s "
+                           f"(batch of {b} trajectories)")
+    return sorted(out)
+
+
+def theorem_time(times: pd.DataFrame, flops: pd.DataFrame, theorem: pd.DataFrame, level: float) -> pd.DataFrame:
+    """Theorem 1 measured: PRI's time per image over SMI*'s (pruned at step 0 to PRI's mean
+    patches) per model and v, with its interval at ``level`` (Welch t on log times over the timing
+    repeats). The prediction: the closed form (MLP and attention ratios) says which side of 1 the
+    ratio lies on (both parts at most 1: below 1; otherwise the cost model's total MACs ratio
+    decides), and the cost model's ratio is the point prediction."""
+    rows = []
+    for (model, v), g in theorem.groupby(["model", "v"]):
+        t = times[times.model == model].set_index("tag")
+        pri, star = Spec("pri", int(v)).tag, Spec("smi_star", int(v)).tag
+        if pri not in t.index or star not in t.index:
+            continue
+        est, lo, hi = _welch_log_interval(json.loads(t.loc[pri, "seconds_samples"]),
+                                          json.loads(t.loc[star, "seconds_samples"]), level)
+        f = flops[flops.model == model].set_index("tag")["cost_macs_per_image"] if not flops.empty else pd.Series()
+        cost = float(f[pri] / f[star]) if pri in f and star in f else math.nan
+        parts = g.set_index("part")
+        holds = bool(parts.loc["mlp", "predicted_holds"]) and bool(parts.loc["attention", "predicted_holds"])
+        below = holds or (not math.isnan(cost) and cost < 1)
+        rows.append({"model": model, "v": int(v), "part": "time (measured)", "n_over_d": g.n_over_d.iloc[0],
+                     "bound": parts.loc["attention", "bound"], "closed_form": None, "cost_model": cost, "fvcore": None,
+                     "predicted": "< 1" if below else ">= 1", "predicted_holds": below, "measured": est,
+                     "measured_lo": lo, "measured_hi": hi, "level": level, "repeats": int(t.loc[pri, "repeats"]),
+                     "samples_a": t.loc[pri, "seconds_samples"], "samples_b": t.loc[star, "seconds_samples"],
+                     "mode": t.loc[pri, "mode"], "device": t.loc[pri, "device"],
+                     "monotone": t.loc[pri, "monotone"] if "monotone" in t else None})
+    return pd.DataFrame(rows)
 
 
 def _expand(steps, iterations):
@@ -267,7 +336,10 @@ def _pairs(df: pd.DataFrame, comp: Comparison):
 
 def differences(acc: pd.DataFrame, quant: pd.DataFrame, comparisons, level: float = stats.LEVEL,
                 syn_conf: dict | None = None, real_conf: dict | None = None, reps: int = 2000) -> pd.DataFrame:
-    """Every paired difference a - b the comparisons ask for, with its interval."""
+    """Every paired difference a - b the comparisons ask for, with its interval at ``level`` and
+    the standard error and degrees of freedom that give it at any other level (stats.at_level).
+    ``reps`` is kept for callers of the former bootstrap; every interval is a t-interval now."""
+    del reps
     rows = []
     for comp in comparisons:
         if comp.metric == "quant":
@@ -280,45 +352,118 @@ def differences(acc: pd.DataFrame, quant: pd.DataFrame, comparisons, level: floa
             groups = [None] if comp.metric != "quant" else sorted(set(A.bits))
             for group in groups:
                 a, b = (A, B) if comp.metric != "quant" else (A[A.bits == group], B[B.bits == group])
-                per_seed = lambda d: d.groupby("seed")["top1_pct"].mean()  # noqa: E731 (mean over draws)
+                ma = mb = n_img = None
                 if comp.metric == "w1":
                     iv, n_img = _w1_difference(teacher, sweep, a, b, syn_conf or {}, (real_conf or {}).get(teacher),
-                                               level, reps)
-                    ma = mb = None
+                                               level)
+                elif comp.metric == "quant":
+                    iv, ma, mb, n_img = _quant_difference(a, b, level)
                 else:
-                    sa, sb = per_seed(a), per_seed(b)
-                    seeds = sorted(set(sa.index) & set(sb.index))
-                    iv = stats.t_interval([sa[s] - sb[s] for s in seeds], level)
-                    ma, mb = (float(sa[seeds].mean()), float(sb[seeds].mean())) if seeds else (None, None)
-                    n_img = None
+                    iv, ma, mb = _seed_difference(a, b, level)
                 rows.append({"comparison": comp.name, "metric": comp.metric, "teacher": teacher, "sweep": sweep,
                              "kind": comp.kind, "bits": group, "v": v,
                              "a": a.tag.iloc[0], "b": b.tag.iloc[0], "a_mean": ma, "b_mean": mb,
-                             "n": iv.n, "mean": iv.estimate, "sd": iv.sd, "lo": iv.lo, "hi": iv.hi,
-                             "half_width": iv.half_width if iv.n else None, "level": level, "interval": iv.method,
-                             "images_per_seed": n_img})
+                             "n": iv.n, "mean": iv.estimate, "sd": iv.sd, "se": iv.se, "df": iv.df,
+                             "lo": iv.lo, "hi": iv.hi, "half_width": iv.half_width if iv.n else None, "level": level,
+                             "interval": iv.method, "images_per_seed": n_img})
     return pd.DataFrame(rows)
 
 
-def _w1_difference(teacher, sweep, a, b, syn_conf, real, level, reps):
-    """W1(a's confidences, real) - W1(b's, real) per seed, bootstrapped over seeds and images
-    (the real test set, 10k images, is held fixed: its sampling noise is shared by both terms)."""
+def _per_seed(d: pd.DataFrame) -> pd.Series:
+    return d.groupby("seed")["top1_pct"].mean()  # the mean over a seed's calibration draws
+
+
+def _seed_difference(a, b, level):
+    sa, sb = _per_seed(a), _per_seed(b)
+    seeds = sorted(set(sa.index) & set(sb.index))
+    iv = stats.t_interval([sa[s] - sb[s] for s in seeds], level)
+    return iv, *((float(sa[seeds].mean()), float(sb[seeds].mean())) if seeds else (None, None))
+
+
+def _correct_matrix(d: pd.DataFrame, units: list, unit: str = "seed"):
+    """[units, images] of per-image correctness in percent (a unit's draws averaged), or None when
+    a row lacks it or the rows were evaluated on different numbers of test images."""
+    out = []
+    for u in units:
+        rows = d[d[unit] == u] if unit in d else d
+        if "correct" not in rows or rows.correct.map(lambda c: c is None).any():
+            return None
+        cs = list(rows.correct)
+        if len({len(c) for c in cs}) != 1 or (out and len(cs[0]) != len(out[0])):
+            return None
+        out.append(100.0 * np.mean(cs, axis=0))
+    return np.asarray(out) if out else None
+
+
+def _quant_difference(a, b, level):
+    """Quantised top-1 of a's calibrations minus b's, paired by seed and by test image: the interval
+    covers the seeds' (calibrations') spread and the sampling of the test images (crossed)."""
+    iv, ma, mb = _seed_difference(a, b, level)
+    seeds = sorted(set(a.seed) & set(b.seed))
+    ca, cb = _correct_matrix(a, seeds), _correct_matrix(b, seeds)
+    if ca is None or cb is None or ca.shape[1] != cb.shape[1]:
+        return iv, ma, mb, None
+    return stats.crossed_t_interval(ca, cb, level, unit="seed"), ma, mb, int(ca.shape[1])
+
+
+def quant_controls(quant: pd.DataFrame, level: float = stats.LEVEL) -> pd.DataFrame:
+    """The quantisation assay's positive control per teacher and bit setting: top-1 calibrated on
+    real images minus top-1 calibrated on Gaussian noise, over the baselines' calibration draws
+    (independent draws, unpaired) and the test images (crossed: both evaluated on the same ones)."""
+    rows = []
+    if quant.empty or "calibration" not in quant:
+        return pd.DataFrame()
+    base = quant[quant.tag.isna()]
+    for (teacher, bits), g in base.groupby(["teacher", "bits"]):
+        real, noise = g[g.calibration == "real"], g[g.calibration == "noise"]
+        if real.empty or noise.empty:
+            continue
+        ca, cb = _correct_matrix(real, sorted(real.draw), "draw"), _correct_matrix(noise, sorted(noise.draw), "draw")
+        if ca is not None and cb is not None and ca.shape[1] == cb.shape[1]:
+            iv = stats.crossed_t_interval(ca, cb, level, unit="draw")
+        else:  # results without per-image correctness: draws only (unpaired: Welch)
+            iv = _welch(real.top1_pct.to_numpy(), noise.top1_pct.to_numpy(), level)
+        rows.append({"comparison": "quant real-noise", "metric": "quant", "teacher": teacher, "sweep": "baseline",
+                     "kind": "main", "bits": bits, "v": None, "a": "real", "b": "noise",
+                     "a_mean": float(real.top1_pct.mean()), "b_mean": float(noise.top1_pct.mean()),
+                     "n": iv.n, "mean": iv.estimate, "sd": iv.sd, "se": iv.se, "df": iv.df, "lo": iv.lo, "hi": iv.hi,
+                     "half_width": iv.half_width if iv.n else None, "level": level, "interval": iv.method,
+                     "images_per_seed": None if ca is None else int(ca.shape[1]), "draws": int(min(len(real), len(noise)))})
+    return pd.DataFrame(rows)
+
+
+def _welch(a, b, level) -> stats.Interval:
+    n = int(min(len(a), len(b)))
+    est = float(np.mean(a) - np.mean(b))
+    if len(a) < 2 or len(b) < 2:
+        return stats.Interval(est, -math.inf, math.inf, n, level, "Welch t over calibration draws")
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se > 0 else math.inf
+    lo, hi = stats.at_level(est, se, df, level)
+    return stats.Interval(est, lo, hi, n, level, "Welch t over calibration draws", math.nan, se, df)
+
+
+def _w1_difference(teacher, sweep, a, b, syn_conf, real, level):
+    """W1(a's confidences, real) - W1(b's, real), one difference per seed, and their paired
+    t-interval over seeds, as every other claim (a seed's images share one trajectory batch and one
+    label draw, so the seed is the unit; the real test set, 10k images, is held fixed: its sampling
+    noise is shared by both terms)."""
     from scipy.stats import wasserstein_distance
 
     if real is None or not len(real):
-        return stats.Interval(math.nan, math.nan, math.nan, 0, level, "bootstrap"), None
-    groups = []
+        return stats.Interval(math.nan, math.nan, math.nan, 0, level, "t (paired by seed)"), None
+    per_seed, sizes = [], []
     for s in sorted(set(a.seed) & set(b.seed)):
         ca = syn_conf.get((teacher, sweep, a.tag.iloc[0], s))
         cb = syn_conf.get((teacher, sweep, b.tag.iloc[0], s))
         if ca is not None and cb is not None and len(ca) and len(cb):
-            groups.append((ca, cb))
-    if not groups:
-        return stats.Interval(math.nan, math.nan, math.nan, 0, level, "bootstrap"), None
-    real = np.sort(real)
-    iv = stats.hierarchical_bootstrap(groups, lambda x, y: wasserstein_distance(x, real) - wasserstein_distance(y, real),
-                                      level=level, reps=reps)
-    return iv, int(np.mean([len(g[0]) for g in groups]))
+            per_seed.append(wasserstein_distance(ca, real) - wasserstein_distance(cb, real))
+            sizes.append(len(ca))
+    if not per_seed:
+        return stats.Interval(math.nan, math.nan, math.nan, 0, level, "t (paired by seed)"), None
+    iv = stats.t_interval(per_seed, level)
+    return replace(iv, method="t over seeds of the per-seed W1 difference"), int(np.mean(sizes))
 
 
 POWER = {"3a": "pri-smi", "3b": "pri-dmi", "5": "random-attention"}
@@ -440,6 +585,9 @@ def load_all(teacher_paths, distill_paths, pool_paths, efficiency_paths, quantiz
     flops, times, theorem = efficiency(efficiency_paths, level)
     quant = quantize(quantize_paths)
     diffs = differences(acc, quant, comparisons, level, syn_conf, real_conf, reps)
+    controls = quant_controls(quant, level)
+    if not controls.empty:
+        diffs = pd.concat([diffs, controls], ignore_index=True)
     return {"teachers": t, "distill": acc, "pools": pool_rows, "curves": curves, "updates": updates, "first": first,
             "flops": flops, "times": times, "theorem1": theorem, "quantize": quant, "differences": diffs,
             "accuracy": accuracy_table(acc, pool_rows, t), "quantize_table": quantize_table(quant),

@@ -19,7 +19,8 @@ from pri.io import atomic_path  # noqa: E402
 from pri.schedules import REGISTRY  # noqa: E402
 
 FAMILY_ORDER = [m.family for m in REGISTRY.values()]
-VERDICT_COLORS = {"supported": "tab:green", "not supported": "tab:red", "inconclusive": "tab:grey"}
+VERDICT_COLORS = {"supported": "tab:green", "not supported": "tab:red", "inconclusive": "tab:grey",
+                  "not testable here": "tab:purple", "control passed": "tab:blue", "control failed": "tab:orange"}
 NO_INTERVAL = "no interval"
 
 

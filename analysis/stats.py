@@ -7,8 +7,16 @@ inconclusive. A wider interval (more noise, fewer seeds) can therefore only move
 towards inconclusive, never make it supported. delta comes from the config, fixed before a run.
 
 Intervals: per-seed paired differences give a t-interval (seed s gives every method the same
-labels, student initialisation and data order); per-image data (teacher confidence) give a
-two-level bootstrap (seeds, then images within each seed).
+labels, student initialisation and data order); a statistic of per-image data (the Wasserstein
+distance of teacher confidences to real data) is computed once per seed and the per-seed
+differences take the same t-interval. Accuracies measured on one shared test set (quantisation)
+take a crossed interval: seeds (or calibration draws) and test images are both samples, so the
+standard error adds both components (``crossed_t_interval``).
+
+A claim of k parts ("at every v"): supported when every part's interval at the level lies inside
+its region (an intersection-union test needs no correction); not supported when some part's
+interval at 1 - alpha/k (Bonferroni) is disjoint from it, so k parts on their boundaries give a
+false "not supported" at most alpha/2 in all, as one part does.
 """
 from __future__ import annotations
 
@@ -18,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_RUN = "supported", "not supported", "inconclusive", "not run"
+NOT_TESTABLE = "not testable here"  # the assay failed its positive control: it cannot decide the claim
 LEVEL = 0.95
 
 
@@ -45,7 +54,7 @@ class Region:
 
     def text(self, unit: str = "") -> str:
         def num(v):
-            return ("-inf" if v < 0 else "+inf") if math.isinf(v) else f"{v:+g}"
+            return ("-inf" if v < 0 else "+inf") if math.isinf(v) else "0" if v == 0 else f"{v:+g}"
 
         left = "(" if self.lo_open or math.isinf(self.lo) else "["
         right = ")" if self.hi_open or math.isinf(self.hi) else "]"
@@ -76,12 +85,26 @@ def verdict(lo: float, hi: float, region: Region) -> str:
     return INCONCLUSIVE
 
 
+def part_verdict(lo: float, hi: float, lo_k: float, hi_k: float, region: Region) -> str:
+    """One part of a claim of k parts: supported if its interval at the level ([lo, hi]) lies
+    inside ``region``; not supported if its interval at 1 - alpha/k ([lo_k, hi_k], the wider one)
+    is disjoint from it; inconclusive otherwise."""
+    if verdict(lo, hi, region) == SUPPORTED:
+        return SUPPORTED
+    return NOT_SUPPORTED if verdict(lo_k, hi_k, region) == NOT_SUPPORTED else INCONCLUSIVE
+
+
 def combine(verdicts) -> str:
     """A claim made of several comparisons (e.g. 'at every v'): supported when every part is,
-    not supported when any part is, inconclusive otherwise."""
+    not supported when any part is (each part judged by ``part_verdict``), inconclusive
+    otherwise; parts whose assay failed its control (not testable here) leave the claim to the
+    others, and a claim with only such parts is not testable here."""
     v = [x for x in verdicts if x != NOT_RUN]
     if not v:
         return NOT_RUN
+    if all(x == NOT_TESTABLE for x in v):
+        return NOT_TESTABLE
+    v = [x for x in v if x != NOT_TESTABLE]
     if NOT_SUPPORTED in v:
         return NOT_SUPPORTED
     return SUPPORTED if all(x == SUPPORTED for x in v) else INCONCLUSIVE
@@ -96,6 +119,8 @@ class Interval:
     level: float
     method: str
     sd: float = math.nan
+    se: float = math.nan
+    df: float = math.nan
 
     @property
     def half_width(self) -> float:
@@ -115,7 +140,56 @@ def t_interval(diffs, level: float = LEVEL) -> Interval:
         return Interval(mean, -math.inf, math.inf, n, level, "t (paired by seed)")
     sd = float(d.std(ddof=1))
     h = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
-    return Interval(mean, mean - h, mean + h, n, level, "t (paired by seed)", sd)
+    return Interval(mean, mean - h, mean + h, n, level, "t (paired by seed)", sd, sd / math.sqrt(n), n - 1)
+
+
+def at_level(mean: float, se: float, df: float, level: float) -> tuple[float, float]:
+    """The t-interval of an estimate with standard error ``se`` and ``df`` degrees of freedom at
+    ``level`` (an unknown se or df: NaN; a zero se: the point itself)."""
+    from scipy import stats
+
+    if any(x is None or (isinstance(x, float) and math.isnan(x)) for x in (mean, se, df)):
+        return math.nan, math.nan
+    if se == 0:
+        return mean, mean
+    h = float(stats.t.ppf(0.5 + level / 2, df)) * se
+    return mean - h, mean + h
+
+
+def bonferroni(level: float, k: int) -> float:
+    """The level of each of k intervals that together hold at ``level``: 1 - alpha/k."""
+    return 1.0 - (1.0 - level) / max(1, int(k))
+
+
+def crossed_t_interval(a, b, level: float = LEVEL, unit: str = "seed") -> Interval:
+    """Interval of mean(a) - mean(b) for 0/1 (or any) scores on one shared set of test images:
+    ``a`` and ``b`` are arrays [units, images] (units: seeds or calibration draws; the same images,
+    in the same order, in every row). With a's and b's unit means paired when both have the same
+    units (paired by seed), the difference's standard error adds the spread over units and the
+    spread over images (a crossed design: se^2 = s_units^2 / n + s_images^2 / M, which counts the
+    interaction twice, so it errs wide), with Welch-Satterthwaite degrees of freedom. ``a`` and
+    ``b`` of different units (independent calibration draws) add the two unit spreads instead."""
+    from scipy import stats
+
+    a, b = np.atleast_2d(np.asarray(a, np.float64)), np.atleast_2d(np.asarray(b, np.float64))
+    if a.size == 0 or b.size == 0 or a.shape[1] != b.shape[1]:
+        return Interval(math.nan, math.nan, math.nan, 0, level, f"t over {unit}s and images")
+    m, paired = a.shape[1], a.shape[0] == b.shape[0] and unit == "seed"
+    est = float(a.mean() - b.mean())
+    per_image = a.mean(0) - b.mean(0)
+    parts = [(per_image.var(ddof=1) / m, m - 1)] if m > 1 else []
+    if paired:
+        parts.append(((a.mean(1) - b.mean(1)).var(ddof=1) / a.shape[0], a.shape[0] - 1) if a.shape[0] > 1 else None)
+    else:
+        parts += [(x.mean(1).var(ddof=1) / x.shape[0], x.shape[0] - 1) if x.shape[0] > 1 else None for x in (a, b)]
+    n = min(a.shape[0], b.shape[0])
+    how = f"t over {unit}s and test images (crossed: {n} {unit}s x {m} images)"
+    if any(p is None for p in parts):
+        return Interval(est, -math.inf, math.inf, n, level, how)
+    var = sum(v for v, _ in parts)
+    df = var ** 2 / sum(v ** 2 / d for v, d in parts if v > 0) if var > 0 else math.inf
+    lo, hi = at_level(est, math.sqrt(var), df, level)
+    return Interval(est, lo, hi, n, level, how, math.nan, math.sqrt(var), df)
 
 
 def hierarchical_bootstrap(groups, stat, level: float = LEVEL, reps: int = 2000, seed: int = 0) -> Interval:

@@ -91,5 +91,16 @@ def test_combine_parts():
 
 def test_region_text():
     assert at_least(-3).text() == "[-3, +inf)"
-    assert above(0).text("x") == "(+0, +inf) x"
+    assert above(0).text("x") == "(0, +inf) x"
     assert within(6, 19).text() == "[+6, +19]"
+
+
+def test_part_verdict_and_not_testable_parts():
+    from analysis.stats import NOT_TESTABLE, part_verdict
+
+    r = above(0.0)
+    assert part_verdict(0.5, 2.0, 0.1, 2.4, r) == SUPPORTED
+    assert part_verdict(-3.0, -0.5, -3.5, 0.2, r) == INCONCLUSIVE  # only the narrow interval misses
+    assert part_verdict(-3.0, -0.5, -3.5, -0.1, r) == NOT_SUPPORTED
+    assert combine([NOT_TESTABLE, SUPPORTED]) == SUPPORTED and combine([NOT_TESTABLE]) == NOT_TESTABLE
+    assert combine([NOT_TESTABLE, NOT_RUN]) == NOT_TESTABLE
