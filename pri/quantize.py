@@ -29,7 +29,8 @@ CLS's position); ``dense`` is SMI's code: they observe every patch, zero pixels 
 Baselines: ``noise`` (N(0, 1) images in the normalised input space, dense; the lower bound) and
 ``real`` (images of the teacher's dataset's train split, no augmentation, dense; the upper bound).
 Evaluation: dense fake-quant forward on the real test split (pri.train.evaluate), top-1 and top-5,
-with the float teacher's alongside.
+with the float teacher's alongside; each row also records which test images it classified
+correctly (``correct_bits``), so that the analysis can pair two calibrations image by image.
 
 Choices where the protocol is silent:
 - The ranges come from a float forward, so they do not depend on the bit width: one calibration
@@ -387,6 +388,16 @@ def check_options(args) -> list[tuple[int, int]]:
     return settings
 
 
+def packed_correct(correct: torch.Tensor) -> dict:
+    """Per-test-image correctness of one evaluation, packed for JSON: ``correct_bits`` (base64 of
+    the bits, most significant first, in the test set's order) and ``num_images``; the analysis
+    pairs calibrations over the same images with it (analysis.collect.correct_of)."""
+    import base64
+
+    bits = np.packbits(correct.to(torch.bool).cpu().numpy().astype(np.uint8))
+    return {"correct_bits": base64.b64encode(bits.tobytes()).decode("ascii"), "num_images": int(correct.numel())}
+
+
 def draw_generator(seed: int, draw: int) -> tuple[torch.Generator, int]:
     """The generator of calibration draw ``draw`` (and its seed), independent across (seed, draw) pairs."""
     from .io import derive_seed
@@ -522,7 +533,7 @@ def run(args) -> int:
             ev, secs = evaluate_with(qvit)
             eval_seconds.append(secs)
             rows.append({"w_bits": w_bits, "a_bits": a_bits, "setting": f"W{w_bits}A{a_bits}", "draw": draw,
-                         "top1": ev["top1"], "top5": ev["top5"],
+                         "top1": ev["top1"], "top5": ev["top5"], **packed_correct(ev["correct"]),
                          "top1_drop": None if fp["top1"] is None else fp["top1"] - ev["top1"],
                          "per_class": ev["per_class"], "calibration": prov})
             ref = "" if fp["top1"] is None else f" (FP {100 * fp['top1']:.2f}%)"

@@ -266,6 +266,13 @@ def test_same_seed_same_numbers_and_draws_use_other_images(digits):
     assert r0 != r1 and real["calibrations"][0]["split"] == "train"
     noise = quantize(d / "noise.json", "--teacher", teacher, "--calibration", "noise", "--draws", "2")
     assert noise["calibrations"][0]["ranges"]["input"] != noise["calibrations"][1]["ranges"]["input"]
+    # every row records which test images it got right: their mean is its top-1, the same images for all
+    from analysis.collect import correct_of
+
+    for row in a["rows"] + real["rows"] + noise["rows"]:
+        c = correct_of(row)
+        assert c is not None and len(c) == row["num_images"] == a["test"]["num_images"]
+        assert c.mean() == pytest.approx(row["top1"])
 
 
 def test_unsupported_vits_are_refused_by_name():
