@@ -335,6 +335,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="real dataset whose test split scores the model (default: the teacher's training dataset "
                         "recorded in its checkpoint); its train split gives --calibration real")
     p.add_argument("--data-root", default=None, help="folder holding the real dataset (see pri teacher --data-root)")
+    p.add_argument("--split", choices=("test", "val"), default="test",
+                   help="split that scores the model: test (headlines) or val (held out of the training split: for "
+                        "choosing a bit setting without looking at test)")
     p.add_argument("--limit-test", type=int, default=None,
                    help="evaluate on only the first this many test images (smoke tests; headlines use all)")
     p.add_argument("--eval-batch", type=int, default=512, help="batch size of evaluations and calibration forwards")
@@ -460,7 +463,7 @@ def run(args) -> int:
                            f"only {len(pool_images)}: lower --calib-images or give more --pool files")
 
     # --- data ------------------------------------------------------------------------------------
-    ds_name, test_x, test_y, test_meta = for_teacher(teacher, args.dataset, args.data_root, "test", args.limit_test,
+    ds_name, test_x, test_y, test_meta = for_teacher(teacher, args.dataset, args.data_root, args.split, args.limit_test,
                                                      args.teacher)
     if args.calibration == "real":
         _, train_x, train_y, train_meta = for_teacher(teacher, ds_name, args.data_root, "train")
@@ -562,7 +565,7 @@ def run(args) -> int:
             "cpu_chunk": chunk,
         },
         "teacher": {"path": os.path.abspath(args.teacher), "model": tname, "provenance": teacher.provenance},
-        "test": {"dataset": ds_name, "split": "test", "source": test_meta["source"], "sha256": test_meta["sha256"],
+        "test": {"dataset": ds_name, "split": args.split, "source": test_meta["source"], "sha256": test_meta["sha256"],
                  "num_images": int(len(test_y)), "limit_test": args.limit_test},
         "versions": versions(), "device": device_name(device),
     }

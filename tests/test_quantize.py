@@ -266,6 +266,12 @@ def test_same_seed_same_numbers_and_draws_use_other_images(digits):
     assert r0 != r1 and real["calibrations"][0]["split"] == "train"
     noise = quantize(d / "noise.json", "--teacher", teacher, "--calibration", "noise", "--draws", "2")
     assert noise["calibrations"][0]["ranges"]["input"] != noise["calibrations"][1]["ranges"]["input"]
+    # the validation split (held out of train) scores instead of test when asked: for choosing a setting
+    from pri.data import load_dataset
+
+    val = quantize(d / "val.json", "--teacher", teacher, "--calibration", "noise", "--split", "val")
+    assert val["test"]["split"] == "val" and a["test"]["split"] == "test"
+    assert val["test"]["num_images"] == len(load_dataset("digits", None, "val")[1]) != a["test"]["num_images"]
     # every row records which test images it got right: their mean is its top-1, the same images for all
     from analysis.collect import correct_of
 
