@@ -61,19 +61,31 @@ def teachers(paths) -> tuple[pd.DataFrame, dict]:
     return pd.DataFrame(rows), conf
 
 
+ARM_PROBE = "verdict student"  # pri/probe.py: fixed random backbone, linear head fitted by KD to convergence
+ARM_SCRATCH = "from scratch"  # the student trained by SGD from a random initialisation
+
+
 def distill(paths) -> tuple[pd.DataFrame, dict]:
     """One row per student metrics file (teacher, sweep, tag, seed), and each pool's per-image
-    teacher confidence on its synthetic images."""
+    teacher confidence on its synthetic images. ``top1_pct``, ``top1_runs``, ``val_top1_pct`` and
+    ``kl_teacher`` are the verdict student's where the file has one (``arm`` says which), the
+    from-scratch student's otherwise; ``scratch_*`` are always the from-scratch student's."""
     rows, conf = [], {}
     for p in paths:
         key = parse("distill", p)
         m = _read(p)
         c = m.get("confidence") or {}
         conf[(key["teacher"], key["sweep"], key["tag"], key["seed"])] = np.asarray(c.get("synthetic_values") or [])
+        pr = m.get("probe") or {}
+        verdict = pr or m  # the accuracy verdicts read the verdict student when the run has one
         rows.append({
             **key, "sweep_kind": sweep_kind(key["sweep"]), **describe(key["tag"]),
-            "top1_pct": _pct(m.get("top1")), "top1_runs": json.dumps([round(100 * x, 2) for x in m.get("top1_runs", [])]),
-            "val_top1_pct": _pct(m.get("val_top1")),
+            "arm": ARM_PROBE if pr else ARM_SCRATCH, "top1_pct": _pct(verdict.get("top1")),
+            "top1_runs": json.dumps([round(100 * x, 2) for x in verdict.get("top1_runs", [])]),
+            "val_top1_pct": _pct(verdict.get("val_top1")), "kl_teacher": verdict.get("kl_teacher"),
+            "scratch_top1_pct": _pct(m.get("top1")), "scratch_kl_teacher": m.get("kl_teacher"),
+            "scratch_top1_runs": json.dumps([round(100 * x, 2) for x in m.get("top1_runs", [])]),
+            "probe_spread_pct": _pct(pr.get("spread")),
             "confidence_distance": c.get("wasserstein1"), "synthetic_confidence_mean": (c.get("synthetic") or {}).get("mean"),
             "images": m.get("images"), "kd_steps": m.get("steps"), "kd_runs": m.get("kd_runs"),
             "label_imbalance": (max(m["label_counts"]) - min(x for x in m["label_counts"] if x) if m.get("label_counts")
@@ -497,7 +509,20 @@ def power(diffs: pd.DataFrame, target: float = 2.0) -> pd.DataFrame:
     for r in rows:
         r["target_half_width"] = target
         r["seeds_for_target"] = seeds_for(r["sd"], target, r["level"])
+        # an SD from n - 1 degrees of freedom (2 for three seeds) is itself uncertain: the seeds at
+        # its one-sided 80% upper bound (chi-square) are the count to plan with
+        r["sd_upper80"] = sd_upper(r["sd"], r["n"] - 1)
+        r["seeds_for_target_upper80"] = seeds_for(r["sd_upper80"], target, r["level"])
     return pd.DataFrame(rows)
+
+
+def sd_upper(sd: float, df: int, confidence: float = 0.8) -> float:
+    """The one-sided upper confidence bound of an SD estimated with ``df`` degrees of freedom."""
+    from scipy import stats as st
+
+    if sd is None or df is None or df < 1 or math.isnan(sd):
+        return math.nan
+    return float(sd * math.sqrt(df / st.chi2.ppf(1 - confidence, df)))
 
 
 def accuracy_table(acc: pd.DataFrame, pool_rows: pd.DataFrame, teacher_rows: pd.DataFrame) -> pd.DataFrame:
@@ -509,6 +534,11 @@ def accuracy_table(acc: pd.DataFrame, pool_rows: pd.DataFrame, teacher_rows: pd.
     t = g["top1_pct"].agg(["mean", "std", "count"]).rename(
         columns={"mean": "top1_mean", "std": "top1_sd", "count": "seeds"}).reset_index()
     t["confidence_distance"] = g["confidence_distance"].mean().values
+    t["arm"] = g["arm"].first().values
+    t["kl_teacher_mean"] = g["kl_teacher"].mean().values
+    t["scratch_top1_mean"] = g["scratch_top1_pct"].mean().values
+    t["scratch_top1_sd"] = g["scratch_top1_pct"].std().values
+    t["scratch_kl_teacher_mean"] = g["scratch_kl_teacher"].mean().values
     if not pool_rows.empty:
         sp = pool_rows.groupby(["teacher", "sweep", "tag"]).agg(
             sparsity=("sparsity", "mean"), pool_images=("images", "mean"), seconds_per_image=("seconds_per_image", "mean"),
@@ -518,6 +548,48 @@ def accuracy_table(acc: pd.DataFrame, pool_rows: pd.DataFrame, teacher_rows: pd.
         t = t.merge(teacher_rows[["teacher", "top1_pct"]].rename(columns={"top1_pct": "teacher_top1"}), on="teacher",
                     how="left")
     return t
+
+
+def _components(runs: list[list[float]]) -> dict | None:
+    """One-way random effects over pools, each with k >= 2 students: the SD between students of one
+    pool, the SD between pools' true means (method of moments, floored at 0) and the students' share
+    of the variance of a single student's score."""
+    runs = [r for r in runs if len(r) >= 2]
+    if len(runs) < 2:
+        return None
+    within = float(np.mean([np.var(r, ddof=1) for r in runs]))
+    k = float(np.mean([len(r) for r in runs]))
+    between = max(0.0, float(np.var([np.mean(r) for r in runs], ddof=1)) - within / k)
+    return {"pools": len(runs), "students_per_pool": k, "sd_students": within ** 0.5, "sd_pools": between ** 0.5,
+            "students_share": within / (within + between) if within + between > 0 else float("nan")}
+
+
+def variance_table(acc: pd.DataFrame) -> pd.DataFrame:
+    """Where a run has more than one student per pool: how much of a student's top-1 varies with the
+    student's own training (SD between students of one pool) and how much with the pool (SD between
+    pools), per arm, tag and in all (the tags' components pooled: their mean variances)."""
+    rows = []
+    if acc.empty:
+        return pd.DataFrame(rows)
+    arms = [("verdict student", "top1_runs", acc["arm"] == ARM_PROBE),
+            ("from scratch", "scratch_top1_runs", pd.Series(True, index=acc.index))]
+    for arm, col, keep in arms:
+        for (teacher, sweep), g in acc[keep].groupby(["teacher", "sweep"]):
+            per_tag = []
+            for tag, gt in g.groupby("tag"):
+                c = _components([json.loads(r) for r in gt[col]])
+                if c:
+                    per_tag.append(c)
+                    rows.append({"teacher": teacher, "sweep": sweep, "arm": arm, "tag": tag, **c})
+            if len(per_tag) > 1:
+                w = float(np.mean([c["sd_students"] ** 2 for c in per_tag]))
+                b = float(np.mean([c["sd_pools"] ** 2 for c in per_tag]))
+                rows.append({"teacher": teacher, "sweep": sweep, "arm": arm, "tag": "all tags (mean variances)",
+                             "pools": sum(c["pools"] for c in per_tag),
+                             "students_per_pool": float(np.mean([c["students_per_pool"] for c in per_tag])),
+                             "sd_students": w ** 0.5, "sd_pools": b ** 0.5,
+                             "students_share": w / (w + b) if w + b > 0 else float("nan")})
+    return pd.DataFrame(rows)
 
 
 def quantize_table(quant: pd.DataFrame) -> pd.DataFrame:
@@ -591,6 +663,7 @@ def load_all(teacher_paths, distill_paths, pool_paths, efficiency_paths, quantiz
     return {"teachers": t, "distill": acc, "pools": pool_rows, "curves": curves, "updates": updates, "first": first,
             "flops": flops, "times": times, "theorem1": theorem, "quantize": quant, "differences": diffs,
             "accuracy": accuracy_table(acc, pool_rows, t), "quantize_table": quantize_table(quant),
+            "variance": variance_table(acc),
             "power": power(diffs),
             "iso": iso_table(acc, pool_rows), "efficiency": efficiency_table(flops, times),
             "efficiency_curves": efficiency_curves(flops), "versions": versions(pool_rows, times)}

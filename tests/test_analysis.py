@@ -65,6 +65,9 @@ def test_power_table_gives_half_widths_and_the_seeds_a_target_takes():
     assert collect.seeds_for(4.0, 2.0) == 18 and collect.seeds_for(4.0, 1.98) == 19
     assert row.seeds_for_target == collect.seeds_for(sd, 2.0) and row.target_half_width == 2.0
     assert collect.seeds_for(float("nan"), 2.0) is None
+    # the SD of 4 seeds has 3 degrees of freedom: plan with its 80% upper bound, sd * sqrt(3 / chi2_0.2(3))
+    assert row.sd_upper80 == pytest.approx(sd * math.sqrt(3 / 1.005174), rel=1e-4)
+    assert row.seeds_for_target_upper80 > row.seeds_for_target
 
 
 @pytest.mark.parametrize("pri,smi,expected", [
