@@ -242,7 +242,8 @@ class Estimate:
         for _ in self.plan.sweep(tid, "main").seeds:
             self.jobs.append(Job("quantize", JOB_START_SECONDS + len(tags) * settings * draws * one, self.threads,
                                  memory_mb(model, 512, "eval")))
-        self.jobs.append(Job("quantize_baseline", JOB_START_SECONDS + (2 * settings * draws + 1) * one, self.threads,
+        base_draws = int(q.get("baseline_draws") or draws)
+        self.jobs.append(Job("quantize_baseline", JOB_START_SECONDS + (2 * settings * base_draws + 1) * one, self.threads,
                              memory_mb(model, 512, "eval")))
 
     def _efficiency(self) -> None:

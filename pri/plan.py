@@ -382,8 +382,9 @@ class Plan:
 
     def quantize_args(self, tid: str, seed: int | None) -> list[str]:
         t, q = self.teachers[tid], self.quant
+        draws = q["draws"] if seed is not None else (q.get("baseline_draws") or q["draws"])  # None: the baselines
         args = ["--dataset", t["dataset"], "--w-bits", *q["w_bits"], "--a-bits", *q["a_bits"],
-                "--calib-images", q["calib_images"], "--draws", q["draws"], "--pre-gather", q["pre_gather"],
+                "--calib-images", q["calib_images"], "--draws", draws, "--pre-gather", q["pre_gather"],
                 "--seed", 0 if seed is None else seed, "--device", self.config["device"]]
         if t.get("data_root"):
             args += ["--data-root", t["data_root"]]

@@ -162,3 +162,17 @@ def test_efficiency_batch_too_small_for_a_tag_is_found_when_planning():
     with pytest.raises(PriError) as e:
         Plan(cfg)
     assert e.value.option == "efficiency.time_batch" and "pri_v4" in e.value.message
+
+
+def test_quantisation_baselines_take_their_own_draws():
+    """The real-vs-noise control (claim 4b's gate) draws quantize.baseline_draws calibrations, the
+    pools quantize.draws; without baseline_draws both take draws."""
+    cfg = config("test.yaml", **{"quantize.draws": 3, "quantize.baseline_draws": 7})
+    plan = Plan(cfg)
+    pool = plan.quantize_job("digits", 0, "t.pt", 1)
+    base = plan.quantize_baseline_job("digits", "t.pt", 1)
+    assert pool[pool.index("--draws") + 1] == "3" and base[base.index("--draws") + 1] == "7"
+    assert base.count("--draws") == 2 and all(base[i + 1] == "7" for i, a in enumerate(base) if a == "--draws")
+    cfg = config("test.yaml", **{"quantize.draws": 3, "quantize.baseline_draws": None})
+    base = Plan(cfg).quantize_baseline_job("digits", "t.pt", 1)
+    assert base[base.index("--draws") + 1] == "3"
