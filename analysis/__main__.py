@@ -138,6 +138,7 @@ def write_tables(d: dict, claims: pd.DataFrame, missing: list, why: str, out: st
                 group=("claim", "claim_verdict", "statement"), nowrap=("claim_verdict", "interval", "verdict"))
     write_table(claims, out, "claims")
     write_table(d["accuracy"], out, "accuracy", f"accuracy track not run: {why}")
+    write_table(d["variance"], out, "variance", "one student per pool: no variance components")
     write_table(d["compute"], out, "compute", "the iso-compute control is off")
     write_table(d["differences"], out, "differences", "no paired differences")
     write_table(d["power"], out, "power", "no paired differences")

@@ -534,11 +534,12 @@ def accuracy_table(acc: pd.DataFrame, pool_rows: pd.DataFrame, teacher_rows: pd.
     t = g["top1_pct"].agg(["mean", "std", "count"]).rename(
         columns={"mean": "top1_mean", "std": "top1_sd", "count": "seeds"}).reset_index()
     t["confidence_distance"] = g["confidence_distance"].mean().values
-    t["arm"] = g["arm"].first().values
-    t["kl_teacher_mean"] = g["kl_teacher"].mean().values
-    t["scratch_top1_mean"] = g["scratch_top1_pct"].mean().values
-    t["scratch_top1_sd"] = g["scratch_top1_pct"].std().values
-    t["scratch_kl_teacher_mean"] = g["scratch_kl_teacher"].mean().values
+    if "arm" in acc:  # which student the top-1 is of; the from-scratch arm and KL to the teacher alongside
+        t["arm"] = g["arm"].first().values
+        t["kl_teacher_mean"] = g["kl_teacher"].mean().values
+        t["scratch_top1_mean"] = g["scratch_top1_pct"].mean().values
+        t["scratch_top1_sd"] = g["scratch_top1_pct"].std().values
+        t["scratch_kl_teacher_mean"] = g["scratch_kl_teacher"].mean().values
     if not pool_rows.empty:
         sp = pool_rows.groupby(["teacher", "sweep", "tag"]).agg(
             sparsity=("sparsity", "mean"), pool_images=("images", "mean"), seconds_per_image=("seconds_per_image", "mean"),
@@ -569,7 +570,7 @@ def variance_table(acc: pd.DataFrame) -> pd.DataFrame:
     student's own training (SD between students of one pool) and how much with the pool (SD between
     pools), per arm, tag and in all (the tags' components pooled: their mean variances)."""
     rows = []
-    if acc.empty:
+    if acc.empty or "arm" not in acc:
         return pd.DataFrame(rows)
     arms = [("verdict student", "top1_runs", acc["arm"] == ARM_PROBE),
             ("from scratch", "scratch_top1_runs", pd.Series(True, index=acc.index))]

@@ -54,8 +54,6 @@ PRECOMPUTE_MAX_FLOATS = 50_000_000
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from .train import OPTIMIZERS, SCHEDULES
-
     d = DEFAULTS
     p.add_argument("--pool", nargs="+", required=True, metavar="PATH",
                    help="pool file(s) written by pri invert (several are concatenated in the order given)")
@@ -84,6 +82,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--classes", type=int, nargs="+", default=None, metavar="C",
                    help="use only pool images inverted for these labels (e.g. one-class distillation); the student "
                         "is still evaluated on all classes")
+    add_recipe_arguments(p)
+    add_probe_arguments(p)
+    add_run_arguments(p)
+
+
+def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
+    """The from-scratch (or --student-checkpoint) student's training recipe."""
+    from .train import OPTIMIZERS, SCHEDULES
+
+    d = DEFAULTS
     p.add_argument("--steps", type=int, default=d["steps"], help="optimiser steps (the same for every method)")
     p.add_argument("--batch", type=int, default=d["batch"], help="batch size")
     p.add_argument("--kd-runs", type=int, default=d["kd_runs"],
@@ -108,6 +116,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --augment: largest roll, in patches, along each axis")
     p.add_argument("--eval-every", type=int, default=d["eval_every"],
                    help="also evaluate every this many steps (0: only at the end), kept as a history")
+    p.add_argument("--seed", type=int, default=d["seed"],
+                   help="seed of image selection, data order, augmentation and student initialisation")
+
+
+def add_probe_arguments(p: argparse.ArgumentParser) -> None:
+    """The verdict student (pri/probe.py): a fixed random ViT backbone and a linear head fitted by KD."""
+    from .probe import DEFAULTS as PD
+
+    p.add_argument("--probe-runs", type=int, default=PD["runs"],
+                   help="verdict-student heads fitted to the pool, each from its own random start (0: none); a "
+                        "convex fit, so they agree: the headline is their mean (docs/methods.md, the verdict student)")
+    p.add_argument("--probe-l2", type=float, default=PD["l2"],
+                   help="the verdict student's L2 penalty on the head's weights (on standardised features)")
+    p.add_argument("--probe-temperature", type=float, default=PD["temperature"],
+                   help="the verdict student's distillation temperature T")
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Evaluation, runtime and outputs."""
     p.add_argument("--val", action="store_true",
                    help="also evaluate on the validation split (held out of the training set): for choosing "
                         "recipes without looking at the test set")
@@ -115,8 +142,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="evaluate on only the first this many test (and validation) images (smoke tests; headlines "
                         "use all)")
     p.add_argument("--eval-batch", type=int, default=512, help="batch size of evaluations and teacher passes")
-    p.add_argument("--seed", type=int, default=d["seed"],
-                   help="seed of image selection, data order, augmentation and student initialisation")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
     p.add_argument("--amp", choices=("auto", "on", "off"), default="auto",
@@ -206,7 +231,12 @@ def check_options(args) -> None:
             raise PriError(opt, f"must be >= 1, got {val}")
     if args.images is not None and args.images < 1:
         raise PriError("--images", f"must be >= 1, got {args.images}")
-    for opt, val in (("--lr", args.lr), ("--temperature", args.temperature)):
+    if args.probe_runs < 0:
+        raise PriError("--probe-runs", f"must be >= 0 (0: no verdict student), got {args.probe_runs}")
+    if not args.probe_l2 >= 0 or not np.isfinite(args.probe_l2):
+        raise PriError("--probe-l2", f"must be a finite number >= 0, got {args.probe_l2}")
+    for opt, val in (("--lr", args.lr), ("--temperature", args.temperature),
+                     ("--probe-temperature", args.probe_temperature)):
         if not val > 0 or not np.isfinite(val):
             raise PriError(opt, f"must be a finite number > 0, got {val}")
     for opt in ("weight_decay", "momentum", "warmup", "grad_clip", "eval_every", "augment_shift"):
@@ -483,74 +513,44 @@ def train(args, run: int, model, norm, targets: TeacherTargets, syn: Synthetic, 
             "patch_tokens_per_step": tokens / args.steps}
 
 
-def run(args) -> int:
-    from .engine import Augment
-    from .io import atomic_write_json, device_name, setup_runtime, versions, with_timing
-    from .models import save_checkpoint
+def scratch_runs(args, teacher, syn, aug, targets, real: dict, device, amp: bool, progress: bool) -> tuple:
+    """``--kd-runs`` students trained by SGD (from scratch, or from --student-checkpoint), each scored
+    on the test (and validation) split; returns their records and (the last student, its pixel mean, SD)."""
+    from .probe import kl_to_teacher, teacher_real_logits
     from .train import evaluate
-    from .vit import patch_size
 
-    t_start = time.perf_counter()
-    check_options(args)
-    device, amp = setup_runtime(args.threads, args.device, args.amp)
-    progress = not args.no_progress
-
-    pools, pool_info = load_pools(args.pool)
-    teacher = load_teacher(args, pools, device)
-    syn = select_images(args, pools, pool_info, teacher.num_classes)
-    del pools
-    ds_name, test_x, test_y, test_meta = load_real(args, teacher, "test")
-    val = load_real(args, teacher, "val") if args.val else None
     t_img = int(teacher.model.patch_embed.img_size[0])
-    H, W = syn.images.shape[-2:]
-    aug = Augment(H, W, patch_size(teacher.model), 0.0, True, "cpu", shift=args.augment_shift) if args.augment else None
-
-    t_teacher = time.perf_counter()
-    targets = TeacherTargets(teacher, syn, aug, args.steps, args.batch, device, amp, args.eval_batch)
-    plain = targets.table[:, 0] if targets.precomputed and aug is None else \
-        teacher_logits(teacher, syn.images, syn.masks, device, amp, args.eval_batch)
-    conf = confidence(teacher, plain, syn.labels, real_confidence(teacher, test_x, test_y, device, amp,
-                                                                 args.eval_batch))
-    teacher_seconds = time.perf_counter() - t_teacher
-
-    runs = []
+    test_x, test_y, test_sha = real["test"]
+    runs, student = [], None
     for r in range(args.kd_runs):
         student, s_mean, s_std, student_prov = build_student(args, teacher, device, r)
 
+        def score(split: str) -> dict:
+            x, y = real[split][:2]
+            return evaluate(student, x, y, teacher.num_classes, t_img, s_mean, s_std, device, batch=args.eval_batch,
+                            amp=amp)
+
         def evaluate_student(with_test=True) -> dict:
-            out = {}
-            if with_test:
-                out["top1"] = evaluate(student, test_x, test_y, teacher.num_classes, t_img, s_mean, s_std, device,
-                                       batch=args.eval_batch, amp=amp)["top1"]
-            if val is not None:
-                out["val_top1"] = evaluate(student, val[1], val[2], teacher.num_classes, t_img, s_mean, s_std, device,
-                                           batch=args.eval_batch, amp=amp)["top1"]
-            return out
+            out = {"top1": score("test")["top1"]} if with_test else {}
+            return {**out, **({"val_top1": score("val")["top1"]} if real.get("val") else {})}
 
         tr = train(args, r, student, (s_mean, s_std), targets, syn, aug, device, amp, evaluate_student, progress)
-        final = evaluate(student, test_x, test_y, teacher.num_classes, t_img, s_mean, s_std, device,
-                         batch=args.eval_batch, amp=amp)
-        if val is not None:
-            final["val_top1"] = evaluate_student(with_test=False)["val_top1"]
+        final = score("test")
+        t_logits = teacher_real_logits(teacher, test_x, test_sha, device, args.eval_batch)
+        val = {"val_top1": score("val")["top1"]} if real.get("val") else {}
         runs.append({"run": r, "top1": final["top1"], "top5": final["top5"], "per_class": final["per_class"],
-                     **({"val_top1": final["val_top1"]} if val is not None else {}),
-                     "history": tr["history"] + [{"step": args.steps, "top1": final["top1"],
-                                                  **({"val_top1": final["val_top1"]} if val is not None else {})}],
+                     "kl_teacher": kl_to_teacher(t_logits, final["logits"]), **val,
+                     "history": tr["history"] + [{"step": args.steps, "top1": final["top1"], **val}],
                      "final_loss_ema": tr["loss_ema"], "train_seconds": tr["seconds"],
                      "patch_tokens_per_step": tr["patch_tokens_per_step"], "student": student_prov})
+    return runs, (student, s_mean, s_std)
 
-    top1 = float(np.mean([r["top1"] for r in runs]))
-    per_class = [None if any(r["per_class"][c] is None for r in runs) else
-                 float(np.mean([r["per_class"][c] for r in runs])) for c in range(teacher.num_classes)]
-    each = ", ".join(f"{100 * r['top1']:.2f}" for r in runs)
-    print(f"pri distill: {args.student} from {len(syn.labels)} synthetic images, {args.steps} steps x "
-          f"{args.kd_runs} run(s): test top-1 {100 * top1:.2f}% (runs: {each}); confidence W1 "
-          f"{conf.get('wasserstein1', float('nan')):.4f}", file=sys.stderr)
 
+def hyperparameters(args, syn, targets, teacher, amp: bool) -> dict:
     hyper = {k: getattr(args, k) for k in ("steps", "batch", "kd_runs", "optimizer", "lr", "momentum", "weight_decay",
                                            "schedule", "warmup", "temperature", "grad_clip", "augment",
                                            "augment_shift", "eval_every", "head_only", "seed", "classes",
-                                           "limit_test")}
+                                           "limit_test", "probe_runs", "probe_l2", "probe_temperature")}
     hyper.update(images=len(syn.labels), amp_bf16=amp, loss="KL(softmax(t/T) || softmax(s/T)) * T^2, batchmean",
                  weight_decay_on="weight matrices only", feed="masked patches only (sparse_forward), CLS prepended, "
                  "batches padded to their largest mask with the padding masked out of attention",
@@ -558,27 +558,84 @@ def run(args) -> int:
                  data_order="a permutation per epoch drawn from the seed and run (the same for every method)",
                  teacher_targets="precomputed for every (image, augmentation)" if targets.precomputed else "per step",
                  pixel_mean=list(teacher.mean), pixel_std=list(teacher.std))
+    return hyper
+
+
+def mean_of(runs: list[dict], key: str) -> float:
+    return float(np.mean([r[key] for r in runs]))
+
+
+def run_metrics(args, runs, probe, syn, pool_info, teacher, conf, hyper, test_meta, device) -> dict:
+    from .io import device_name, versions
+
+    k = teacher.num_classes
+    per_class = [None if any(r["per_class"][c] is None for r in runs) else mean_of([{"v": r["per_class"][c]}
+                                                                                   for r in runs], "v")
+                 for c in range(k)]
     ledger0 = pool_info[0]["ledger"]
-    metrics = {
-        "top1": top1, "top1_runs": [r["top1"] for r in runs], "top5": float(np.mean([r["top5"] for r in runs])),
-        "headline": "top1: test top-1 after the last step, mean over the KD runs",
-        **({"val_top1": float(np.mean([r["val_top1"] for r in runs]))} if val is not None else {}),
+    return {
+        "top1": mean_of(runs, "top1"), "top1_runs": [r["top1"] for r in runs], "top5": mean_of(runs, "top5"),
+        "kl_teacher": mean_of(runs, "kl_teacher"),
+        "headline": "top1: test top-1 after the last step, mean over the KD runs (the from-scratch arm); the "
+                    "verdicts read probe.top1 (the verdict student) when present",
+        **({"val_top1": mean_of(runs, "val_top1")} if "val_top1" in runs[0] else {}),
         "per_class": per_class, "runs": runs, "steps": args.steps, "kd_runs": args.kd_runs,
+        **({"probe": probe} if probe is not None else {}),
         "images": len(syn.labels), "images_available": syn.available,
         "classes": sorted(set(args.classes)) if args.classes is not None else None,
-        "label_counts": torch.bincount(syn.labels, minlength=teacher.num_classes).tolist(),
-        "mask_sizes": {str(int(k)): int(v) for k, v in zip(*torch.unique(syn.masks.sum(1), return_counts=True))},
+        "label_counts": torch.bincount(syn.labels, minlength=k).tolist(),
+        "mask_sizes": {str(int(a)): int(b) for a, b in zip(*torch.unique(syn.masks.sum(1), return_counts=True))},
         "pools": pool_info, "method": ledger0.get("method"), "tag": ledger0.get("tag"), "pool_params": ledger0,
         "teacher": {"path": os.path.abspath(args.teacher), "provenance": teacher.provenance},
         "student": {"name": args.student, "provenance": runs[-1]["student"]},
-        "test": {"dataset": ds_name, "source": test_meta["source"], "sha256": test_meta["sha256"],
-                 "num_images": int(len(test_y))},
+        "test": {"dataset": test_meta["dataset"], "source": test_meta["source"], "sha256": test_meta["sha256"],
+                 "num_images": test_meta["num_images"]},
         "confidence": conf, "hyperparameters": hyper,
         "versions": versions(), "seed": args.seed, "device": device_name(device),
     }
+
+
+def run(args) -> int:
+    from .engine import Augment
+    from .io import atomic_write_json, setup_runtime, with_timing
+    from .models import save_checkpoint
+    from .probe import verdict_student
+    from .vit import patch_size
+
+    t_start = time.perf_counter()
+    check_options(args)
+    device, amp = setup_runtime(args.threads, args.device, args.amp)
+    pools, pool_info = load_pools(args.pool)
+    teacher = load_teacher(args, pools, device)
+    syn = select_images(args, pools, pool_info, teacher.num_classes)
+    del pools
+    ds_name, test_x, test_y, test_meta = load_real(args, teacher, "test")
+    val = load_real(args, teacher, "val") if args.val else None
+    real = {"test": (test_x, test_y, test_meta["sha256"]), "val": (val[1], val[2], val[3]["sha256"]) if val else None}
+    H, W = syn.images.shape[-2:]
+    aug = Augment(H, W, patch_size(teacher.model), 0.0, True, "cpu", shift=args.augment_shift) if args.augment else None
+
+    t_teacher = time.perf_counter()
+    targets = TeacherTargets(teacher, syn, aug, args.steps, args.batch, device, amp, args.eval_batch)
+    logits_of = lambda x, m: teacher_logits(teacher, x, m, device, amp, args.eval_batch)  # noqa: E731
+    plain = targets.table[:, 0] if targets.precomputed and aug is None else logits_of(syn.images, syn.masks)
+    conf = confidence(teacher, plain, syn.labels, real_confidence(teacher, test_x, test_y, device, amp,
+                                                                 args.eval_batch))
+    teacher_seconds = time.perf_counter() - t_teacher
+
+    runs, (student, s_mean, s_std) = scratch_runs(args, teacher, syn, aug, targets, real, device, amp, not args.no_progress)
+    t_probe = time.perf_counter()
+    probe = verdict_student(args, teacher, syn, aug, targets.table, real, device, logits_of) \
+        if args.probe_runs else None
+    probe_seconds = time.perf_counter() - t_probe
+    report(args, syn, runs, probe, conf)
+
+    hyper = hyperparameters(args, syn, targets, teacher, amp)
+    metrics = run_metrics(args, runs, probe, syn, pool_info, teacher, conf, hyper,
+                          {**test_meta, "dataset": ds_name, "num_images": int(len(test_y))}, device)
     train_runs = [r.pop("train_seconds") for r in runs]  # seconds go to the timing file: same work, same bytes
     timing = {"teacher_seconds": teacher_seconds, "train_seconds": sum(train_runs), "train_seconds_runs": train_runs,
-              "wall_seconds": time.perf_counter() - t_start}
+              "probe_seconds": probe_seconds, "wall_seconds": time.perf_counter() - t_start}
     if args.student_out:
         sprov = {"distilled": {k: metrics[k] for k in ("top1", "steps", "images", "method")},
                  "pools": pool_info, "hyperparameters": hyper, "student": runs[-1]["student"]}
@@ -587,3 +644,13 @@ def run(args) -> int:
     atomic_write_json(args.out, metrics)
     with_timing(args.out, timing)
     return 0
+
+
+def report(args, syn, runs, probe, conf) -> None:
+    each = ", ".join(f"{100 * r['top1']:.2f}" for r in runs)
+    line = (f"pri distill: {args.student} from {len(syn.labels)} synthetic images, {args.steps} steps x "
+            f"{args.kd_runs} run(s): test top-1 {100 * mean_of(runs, 'top1'):.2f}% (runs: {each})")
+    if probe is not None:
+        line += (f"; verdict student {100 * probe['top1']:.2f}% ({len(probe['runs'])} heads within "
+                 f"{100 * probe['spread']:.2f} points)")
+    print(line + f"; confidence W1 {conf.get('wasserstein1', float('nan')):.4f}", file=sys.stderr)

@@ -445,8 +445,9 @@ class Plan:
 
 # config keys passed to a command as --options of the same name (one source of names: the schema's
 # defaults and the commands' defaults are checked against each other in tests/test_defaults.py)
-DISTILL_KEYS = ("steps", "batch", "kd_runs", "optimizer", "lr", "momentum", "weight_decay", "schedule", "warmup",
-                "temperature", "grad_clip", "augment", "augment_shift", "eval_every", "head_only", "val")
+DISTILL_KEYS = ("steps", "batch", "kd_runs", "probe_runs", "probe_l2", "probe_temperature", "optimizer", "lr",
+                "momentum", "weight_decay", "schedule", "warmup", "temperature", "grad_clip", "augment", "augment_shift",
+                "eval_every", "head_only", "val")
 TRAIN_KEYS = ("epochs", "batch", "lr", "weight_decay", "warmup", "label_smoothing", "crop_pad", "hflip", "grad_clip",
               "seed")
 

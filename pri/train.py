@@ -65,8 +65,8 @@ def peak_memory(device: torch.device) -> dict:
 @torch.no_grad()
 def evaluate(model, images, labels, num_classes: int, img_size: int, mean, std, device, batch: int = 512,
              amp: bool = False, workers: int = 0, progress: bool = False, forward=None) -> dict:
-    """Dense top-1, top-5, per-class top-1, each image's max-softmax confidence and whether it is
-    classified correctly (``correct``, in the order of ``images``) of ``model`` on (images in
+    """Dense top-1, top-5, per-class top-1, each image's max-softmax confidence, whether it is
+    classified correctly (``correct``) and its logits (``logits``), in the order of ``images``, of ``model`` on (images in
     [0, 1], labels).
 
     ``forward(x) -> logits`` replaces ``model(x)`` (e.g. a fake-quantised forward); images are
@@ -78,7 +78,7 @@ def evaluate(model, images, labels, num_classes: int, img_size: int, mean, std, 
     fwd = forward or model
     correct = torch.zeros(num_classes, dtype=torch.long)
     count = torch.zeros(num_classes, dtype=torch.long)
-    top5, conf, hits = 0, [], []
+    top5, conf, hits, outs = 0, [], [], []
     it = batches(images, labels, batch, num_workers=workers)
     for x, y in progress_bar(math.ceil(len(labels) / batch), progress, "eval", iterable=it, leave=False):
         x = prepare(x.to(device), img_size, mean, std)
@@ -87,6 +87,7 @@ def evaluate(model, images, labels, num_classes: int, img_size: int, mean, std, 
         pred = logits.argmax(-1)
         conf.append(logits.softmax(-1).max(-1).values)
         hits.append(pred == y)
+        outs.append(logits)
         k = min(5, logits.shape[-1])
         top5 += int((logits.topk(k, dim=-1).indices == y[:, None]).any(-1).sum())
         count += torch.bincount(y, minlength=num_classes)[:num_classes]
@@ -96,4 +97,5 @@ def evaluate(model, images, labels, num_classes: int, img_size: int, mean, std, 
     per_class = [(float(c) / float(k)) if k else None for c, k in zip(correct.tolist(), count.tolist())]
     return {"top1": float(correct.sum()) / max(1, n), "top5": top5 / max(1, n), "per_class": per_class,
             "num_images": n, "confidence": torch.cat(conf) if conf else torch.empty(0),
-            "correct": torch.cat(hits) if hits else torch.empty(0, dtype=torch.bool)}
+            "correct": torch.cat(hits) if hits else torch.empty(0, dtype=torch.bool),
+            "logits": torch.cat(outs) if outs else torch.empty(0, num_classes)}

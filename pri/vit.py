@@ -224,6 +224,7 @@ def sparse_forward(
     with_score: bool = False,
     score_layer: int = -1,
     valid: torch.Tensor | None = None,
+    layers: list | None = None,
 ):
     """Logits of ``model`` on the active patches ``idx`` ([B, K] patch indices) of ``x``.
 
@@ -231,6 +232,7 @@ def sparse_forward(
     of block ``score_layer`` over the active patch keys, averaged over heads ([B, K]).
     ``valid`` (bool [B, K]): images with fewer active patches than K, padded: the padded
     positions are masked out of every attention (as keys), so they change no real token.
+    ``layers``: a list that receives every block's output tokens [B, T, D], in order.
     """
     tokens = embed_patches(model, x, idx)
     h = _prefix_and_pos(model, tokens, idx)
@@ -254,6 +256,8 @@ def sparse_forward(
         if with_score and i == at:
             score = cls_attention_row(blk, h, model.num_prefix_tokens, kw.get("rope"))
         h = blk(h, **kw) if mask is None else blk(h, attn_mask=mask, **kw)
+        if layers is not None:
+            layers.append(h)
     h = model.norm(h)
     logits = _head(model, h, valid)
     return (logits, score) if with_score else logits

@@ -12,6 +12,7 @@ TABLES = {
     "differences": "2 Claims",
     "power": "2 Claims",
     "accuracy": "3 Accuracy",
+    "variance": "3 Accuracy",
     "compute": "4 Controls",
     "quantization": "5 Quantisation",
     "efficiency": "6 Efficiency",
