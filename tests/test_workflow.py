@@ -17,7 +17,8 @@ from cli_helper import config_dict
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "Snakefile"
 CLAIM_IDS = {"1", "2a", "2b", "3a", "3b", "3c", "4a", "4b", "5", "6", "7", "8", "9"}
-VERDICTS = {"supported", "not supported", "inconclusive", "not run"}
+VERDICTS = {"supported", "not supported", "inconclusive", "not run", "not testable here", "control passed",
+            "control failed"}  # the last two: the rows of an assay's positive control (role control)
 
 
 def snakemake(args, cwd, timeout=600, **kw):
@@ -221,10 +222,19 @@ def test_tiny_config_end_to_end_interrupted_and_resumed(tmp_path):
         rows = list(csv.DictReader(f))
     assert {r["claim_id"] for r in rows} == CLAIM_IDS
     for row in rows:
-        assert row["verdict"] in VERDICTS and row["claim_verdict"] in VERDICTS, row
+        assert row["verdict"] in VERDICTS and row["claim_verdict"] in VERDICTS - {"control passed", "control failed"}, row
+        assert row["role"] in ("part", "control", "check"), row
         assert row["our_value"], row  # never a verdict without numbers (or the reason it was not run)
         if row["verdict"] != "not run" and row["claim_id"] in ("3a", "3b", "5", "6", "9"):
             assert row["n"] and row["ci_lo"] and row["ci_hi"] and row["region"], row
+    # claim 4b is judged behind its control: a control row per bit setting, and a part is judged only
+    # where the control passed
+    b4 = [r for r in rows if r["claim_id"] == "4b"]
+    controls = {r["part"]: r["verdict"] for r in b4 if r["role"] == "control"}
+    assert set(controls) == {"control: real - noise (W8A8)", "control: real - noise (W4A8)"}, controls
+    for r in b4:
+        if r["role"] == "part" and r["verdict"] != "not testable here":
+            assert controls[f"control: real - noise ({r['part'].split('(')[-1].rstrip(')')})"] == "control passed", r
     for name in ("accuracy", "differences", "quantization", "efficiency", "theorem1", "teachers", "verdicts"):
         assert (run_dir / "analysis" / "tables" / f"{name}.csv").stat().st_size > 0
     teacher = json.loads((run_dir / "teachers" / "digits" / "teacher.json").read_text())
