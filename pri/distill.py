@@ -96,7 +96,7 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=d["batch"], help="batch size")
     p.add_argument("--kd-runs", type=int, default=d["kd_runs"],
                    help="students distilled from the pool, each from its own initialisation and data order; the "
-                        "headline top-1 is their mean")
+                        "headline top-1 is their mean (0: none, the verdict student alone; needs --probe-runs >= 1)")
     p.add_argument("--optimizer", choices=OPTIMIZERS, default=d["optimizer"],
                    help="optimiser (SMI's protocol: sgd with --lr 0.1 --momentum 0.9 --weight-decay 1e-4)")
     p.add_argument("--lr", type=float, default=d["lr"], help="peak learning rate")
@@ -225,10 +225,14 @@ class Synthetic:
 
 
 def check_options(args) -> None:
-    for opt, val in (("--steps", args.steps), ("--batch", args.batch), ("--eval-batch", args.eval_batch),
-                     ("--kd-runs", args.kd_runs)):
+    for opt, val in (("--steps", args.steps), ("--batch", args.batch), ("--eval-batch", args.eval_batch)):
         if val < 1:
             raise PriError(opt, f"must be >= 1, got {val}")
+    if args.kd_runs < 0 or (args.kd_runs == 0 and args.probe_runs == 0):
+        raise PriError("--kd-runs", f"must be >= 1, or 0 with --probe-runs >= 1 (the verdict student alone), got "
+                       f"{args.kd_runs} with --probe-runs {args.probe_runs}")
+    if args.kd_runs == 0 and args.student_out:
+        raise PriError("--student-out", "--kd-runs 0 trains no student to write: give --kd-runs 1 or drop --student-out")
     if args.images is not None and args.images < 1:
         raise PriError("--images", f"must be >= 1, got {args.images}")
     if args.probe_runs < 0:
@@ -521,7 +525,7 @@ def scratch_runs(args, teacher, syn, aug, targets, real: dict, device, amp: bool
 
     t_img = int(teacher.model.patch_embed.img_size[0])
     test_x, test_y, test_sha = real["test"]
-    runs, student = [], None
+    runs, student, s_mean, s_std = [], None, None, None
     for r in range(args.kd_runs):
         student, s_mean, s_std, student_prov = build_student(args, teacher, device, r)
 
@@ -561,24 +565,23 @@ def hyperparameters(args, syn, targets, teacher, amp: bool) -> dict:
     return hyper
 
 
-def mean_of(runs: list[dict], key: str) -> float:
-    return float(np.mean([r[key] for r in runs]))
+def mean_of(runs: list[dict], key: str) -> float | None:
+    return float(np.mean([r[key] for r in runs])) if runs else None
 
 
 def run_metrics(args, runs, probe, syn, pool_info, teacher, conf, hyper, test_meta, device) -> dict:
     from .io import device_name, versions
 
     k = teacher.num_classes
-    per_class = [None if any(r["per_class"][c] is None for r in runs) else mean_of([{"v": r["per_class"][c]}
-                                                                                   for r in runs], "v")
-                 for c in range(k)]
+    per_class = [None if not runs or any(r["per_class"][c] is None for r in runs) else
+                 mean_of([{"v": r["per_class"][c]} for r in runs], "v") for c in range(k)]
     ledger0 = pool_info[0]["ledger"]
     return {
         "top1": mean_of(runs, "top1"), "top1_runs": [r["top1"] for r in runs], "top5": mean_of(runs, "top5"),
         "kl_teacher": mean_of(runs, "kl_teacher"),
         "headline": "top1: test top-1 after the last step, mean over the KD runs (the from-scratch arm); the "
                     "verdicts read probe.top1 (the verdict student) when present",
-        **({"val_top1": mean_of(runs, "val_top1")} if "val_top1" in runs[0] else {}),
+        **({"val_top1": mean_of(runs, "val_top1")} if runs and "val_top1" in runs[0] else {}),
         "per_class": per_class, "runs": runs, "steps": args.steps, "kd_runs": args.kd_runs,
         **({"probe": probe} if probe is not None else {}),
         "images": len(syn.labels), "images_available": syn.available,
@@ -587,7 +590,7 @@ def run_metrics(args, runs, probe, syn, pool_info, teacher, conf, hyper, test_me
         "mask_sizes": {str(int(a)): int(b) for a, b in zip(*torch.unique(syn.masks.sum(1), return_counts=True))},
         "pools": pool_info, "method": ledger0.get("method"), "tag": ledger0.get("tag"), "pool_params": ledger0,
         "teacher": {"path": os.path.abspath(args.teacher), "provenance": teacher.provenance},
-        "student": {"name": args.student, "provenance": runs[-1]["student"]},
+        "student": {"name": args.student, "provenance": runs[-1]["student"] if runs else None},
         "test": {"dataset": test_meta["dataset"], "source": test_meta["source"], "sha256": test_meta["sha256"],
                  "num_images": test_meta["num_images"]},
         "confidence": conf, "hyperparameters": hyper,
@@ -623,7 +626,8 @@ def run(args) -> int:
                                                                  args.eval_batch))
     teacher_seconds = time.perf_counter() - t_teacher
 
-    runs, (student, s_mean, s_std) = scratch_runs(args, teacher, syn, aug, targets, real, device, amp, not args.no_progress)
+    progress = not args.no_progress
+    runs, (student, s_mean, s_std) = scratch_runs(args, teacher, syn, aug, targets, real, device, amp, progress)
     t_probe = time.perf_counter()
     probe = verdict_student(args, teacher, syn, aug, targets.table, real, device, logits_of) \
         if args.probe_runs else None
@@ -648,8 +652,10 @@ def run(args) -> int:
 
 def report(args, syn, runs, probe, conf) -> None:
     each = ", ".join(f"{100 * r['top1']:.2f}" for r in runs)
-    line = (f"pri distill: {args.student} from {len(syn.labels)} synthetic images, {args.steps} steps x "
-            f"{args.kd_runs} run(s): test top-1 {100 * mean_of(runs, 'top1'):.2f}% (runs: {each})")
+    line = f"pri distill: {len(syn.labels)} synthetic images"
+    if runs:
+        line += (f"; {args.student}, {args.steps} steps x {args.kd_runs} run(s): test top-1 "
+                 f"{100 * mean_of(runs, 'top1'):.2f}% (runs: {each})")
     if probe is not None:
         line += (f"; verdict student {100 * probe['top1']:.2f}% ({len(probe['runs'])} heads within "
                  f"{100 * probe['spread']:.2f} points)")

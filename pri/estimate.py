@@ -27,6 +27,8 @@ JOB_START_SECONDS = 4.0  # a job's Python, torch and timm start-up and its model
 KINDS = ("invert", "train", "eval")
 # process start-up of an analysis and the efficiency track's FLOP counting (fvcore traces a forward per stage)
 ANALYSIS_SECONDS = 20.0
+AUGMENTATIONS = 18  # pri distill --augment: rolls of -1, 0, +1 patch on each axis, with and without a flip
+PROBE_FIT_SECONDS = 1.0  # one L-BFGS fit of the verdict student's head (a few thousand rows of a few hundred features)
 FLOPS_SECONDS_PER_TAG = 1.5
 
 
@@ -64,8 +66,9 @@ class Rates:
                    d.get("machine", ""))
 
 
-def macs(model: str, kind: str, active: int | None = None) -> float:
-    """MACs of one image's step of ``kind`` at ``active`` patches (all when None)."""
+def macs(model, kind: str, active: int | None = None) -> float:
+    """MACs of one image's step of ``kind`` at ``active`` patches (all when None); ``model``: a name
+    or a built model."""
     from .cost import dims_of, forward_macs
 
     d = dims_of(model)
@@ -213,24 +216,54 @@ class Estimate:
         for _ in range(len(sw.seeds) * sw.batches):
             self.jobs.append(Job(f"invert_{sw.kind}", per_job, self.threads, memory_mb(model, biggest, "invert")))
         if self.plan.runs(tid, "distill"):
-            per_job = JOB_START_SECONDS + sum(self._student(tid, sw, tag) for tag in sw.tags)
             student = self.plan.student_of(tid)[0]
-            for _ in sw.seeds:
+            probe = self._probe_job(tid) if int(self.cfg["distill"].get("probe_runs", 0)) else 0.0
+            for seed in sw.seeds:
+                scratch = self.plan.scratch_arm(seed)
+                per_job = JOB_START_SECONDS + probe + sum(self._student(tid, sw, tag, scratch) for tag in sw.tags)
                 self.jobs.append(Job(f"distill_{sw.kind}", per_job, self.threads,
                                      memory_mb(student, int(self.cfg["distill"]["batch"]), "train")))
 
-    def _student(self, tid: str, sw, tag: str) -> float:
+    def _student(self, tid: str, sw, tag: str, scratch: bool = True) -> float:
+        """One tag's distillation: the teacher's passes over its images (every augmentation), the
+        from-scratch students (``scratch``) and the verdict student's heads."""
         d, model = self.cfg["distill"], self.plan.teachers[tid]["model"]
         student = self.plan.student_of(tid)[0]
         images = sw.distill_images[tag] or self.plan.pool_images(tid, tag, sw.images[tag]) * sw.batches
+        rows = images * (AUGMENTATIONS if d.get("augment") else 1)
         n_test = int(d.get("limit_test") or self._split(tid)[1])
         steps, b, kept = int(d["steps"]), int(d["batch"]), _kept(model, tag)
         every = int(d.get("eval_every") or 0)
         evals = (steps - 1) // every + 1 if every else 1
         train = steps * self.step(student, "train", self.threads).seconds(b, macs(student, "train", kept))
         test = evals * _batches(n_test, 512) * self.step(student, "eval", self.threads).seconds(512, macs(student, "eval"))
-        teacher = _batches(images, 512) * self.step(model, "eval", self.threads).seconds(512, macs(model, "eval", kept))
-        return int(d.get("kd_runs", 1)) * (train + test) + teacher
+        eval_step = self.step(model, "eval", self.threads)
+        teacher = _batches(rows, 512) * eval_step.seconds(512, macs(model, "eval", kept))
+        probe = 0.0
+        if int(d.get("probe_runs", 0)):  # the backbone's features of every row, then the heads' fits
+            probe = _batches(rows, 512) * eval_step.seconds(512, macs(self._backbone(tid), "eval", kept))
+            probe += int(d["probe_runs"]) * PROBE_FIT_SECONDS
+        return (int(d.get("kd_runs", 1)) * (train + test) if scratch else 0.0) + teacher + probe
+
+    def _backbone(self, tid: str):
+        """The verdict student's backbone for a teacher's patch grid (priced at the teacher's rate)."""
+        from .models import build_model
+        from .probe import build_backbone
+        from .vit import patch_size
+
+        t = build_model(self.plan.teachers[tid]["model"])
+        bb = build_backbone(int(t.patch_embed.img_size[0]), patch_size(t), int(t.patch_embed.proj.in_channels))
+        bb.reset_classifier(1)  # the cost model counts a model with a head; one output costs nothing
+        return bb
+
+    def _probe_job(self, tid: str) -> float:
+        """Once per distillation job: the backbone's features and the teacher's logits of the test
+        (and validation) images, shared by every tag of the job."""
+        d, model = self.cfg["distill"], self.plan.teachers[tid]["model"]
+        n = int(d.get("limit_test") or self._split(tid)[1]) * (2 if d.get("val") else 1)
+        eval_step = self.step(model, "eval", self.threads)
+        return _batches(n, 512) * (eval_step.seconds(512, macs(self._backbone(tid), "eval"))
+                                   + eval_step.seconds(512, macs(model, "eval")))
 
     def _quantize(self, tid: str) -> None:
         q, model = self.cfg["quantize"], self.plan.teachers[tid]["model"]

@@ -91,8 +91,20 @@ class Plan:
             if self.tasks[tid]:
                 self._sweeps[tid] = self._make_sweeps(tid)
         self._check_efficiency()
+        self._check_scratch_seeds()
 
     # ---------------------------------------------------------------------------------- checks
+    def _check_scratch_seeds(self) -> None:
+        chosen = self.dis.get("scratch_seeds")
+        if chosen is None:
+            return
+        if int(self.dis.get("probe_runs", 1)) == 0:
+            raise PriError("distill.scratch_seeds", "with distill.probe_runs: 0 every seed needs the from-scratch "
+                           "student (it is the only one): set distill.scratch_seeds to null")
+        unknown = sorted(set(int(s) for s in chosen) - set(self.seeds))
+        if unknown:
+            raise PriError("distill.scratch_seeds", f"seeds {unknown} are not in inversion.seeds {self.seeds}")
+
     def student_of(self, tid: str) -> tuple[str, str | None, str]:
         """(architecture, checkpoint or None, the config key that set the checkpoint) of a teacher's student."""
         t = self.teachers[tid]
@@ -378,7 +390,14 @@ class Plan:
         if s_ck:
             args += ["--student-checkpoint", s_ck]
         args += cli_options(self.dis, DISTILL_KEYS)
+        if not self.scratch_arm(seed):
+            args += ["--kd-runs", 0]  # the verdict student alone (distill.scratch_seeds)
         return [str(a) for a in args]
+
+    def scratch_arm(self, seed: int) -> bool:
+        """Whether seed ``seed``'s distillation also trains the from-scratch student."""
+        chosen = self.dis.get("scratch_seeds")
+        return chosen is None or int(seed) in chosen
 
     def quantize_args(self, tid: str, seed: int | None) -> list[str]:
         t, q = self.teachers[tid], self.quant

@@ -15,7 +15,7 @@ SCHEMA = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").r
 # schema section -> (command, keys that are the workflow's own and reach no option of that name)
 SECTIONS = {
     "inversion": ("invert", {"images", "batches", "seeds", "methods", "iterations"}),
-    "distill": ("distill", {"images", "student_checkpoint"}),
+    "distill": ("distill", {"images", "student_checkpoint", "scratch_seeds"}),
     "efficiency": ("efficiency", {"enabled", "models", "img_size", "time_batch", "time_tags", "tags", "time_models"}),
 }
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 import torch
 from cli_helper import main
 from test_distill import MODEL, make_pool, teacher  # noqa: F401 - the digits teacher fixture
@@ -97,3 +99,42 @@ def test_ceiling_on_real_images_is_at_least_75_percent(fmnist_root):
     head, info = probe.fit_head(f, torch.nn.functional.one_hot(y[:10000], 10).double() * 50, 1.0, 1e-4, 0)
     acc = float((head.logits(fv).argmax(-1) == yv[:5000]).float().mean())
     assert acc >= 0.75, acc
+
+
+def test_verdict_student_alone(tmp_path, teacher):  # noqa: F811
+    """--kd-runs 0 trains no from-scratch student: the file has the verdict student only."""
+    path, prov = teacher
+    pool = make_pool(str(tmp_path / "p.pt"), prov)
+    out = str(tmp_path / "m.json")
+    base = ["distill", "--pool", pool, "--teacher", path, "--student", MODEL, "--dataset", "digits", "--threads", "1",
+            "--no-progress", "--out", out]
+    assert main(base + ["--kd-runs", "0", "--probe-runs", "1"]) == 0
+    m = json.load(open(out))
+    assert m["top1"] is None and m["runs"] == [] and 0 <= m["probe"]["top1"] <= 1
+    assert main(base + ["--kd-runs", "0", "--probe-runs", "0"]) == 2
+    assert main(base + ["--kd-runs", "0", "--student-out", str(tmp_path / "s.pt")]) == 2
+
+
+def test_scratch_seeds_leave_the_other_seeds_to_the_verdict_student():
+    """distill.scratch_seeds: the listed seeds' jobs train the from-scratch student too, the others
+    pass --kd-runs 0; the estimate prices them accordingly; a seed outside the run is refused."""
+    from test_estimate import _flat_rates, _plan
+
+    from pri.errors import PriError
+    from pri.estimate import Estimate
+    from pri.plan import Plan
+
+    plan = _plan("config.yaml")
+    base = Estimate(plan, _flat_rates(), 2)
+    cfg = dict(plan.config, distill=dict(plan.config["distill"], scratch_seeds=[0]))
+    fewer = Plan(cfg, check_inputs=False)
+    argv = {s: fewer.distill_job("fmnist", "main", s, "t.pt", 2) for s in fewer.seeds}
+    kd = lambda a: [a[i + 1] for i, x in enumerate(a) if x == "--kd-runs"][-1:]  # noqa: E731 - the last one counts
+    assert kd(argv[0]) != ["0"] and kd(argv[1]) == ["0"] and kd(argv[2]) == ["0"]
+    cheap = Estimate(fewer, _flat_rates(), 2)
+    job = lambda e, i: [j for j in e.jobs if j.rule == "distill_main"][i].seconds  # noqa: E731
+    assert job(cheap, 0) == pytest.approx(job(base, 0)) and job(cheap, 1) < job(base, 1)
+    with pytest.raises(PriError, match="distill.scratch_seeds"):
+        Plan(dict(cfg, distill=dict(cfg["distill"], scratch_seeds=[7])), check_inputs=False)
+    with pytest.raises(PriError, match="distill.scratch_seeds"):
+        Plan(dict(cfg, distill=dict(cfg["distill"], probe_runs=0)), check_inputs=False)
