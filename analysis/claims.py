@@ -110,15 +110,19 @@ def _wide(d, k: int) -> tuple[float, float, float]:
         return d["lo"], d["hi"], level_k  # no interval to widen (one seed: infinite already)
     lo, hi = at_level(d["mean"], float(se), float(df), level_k)
     return lo, hi, level_k
+
+
 def _fmt(x):
     return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:+.2f}"
 
 
-def _ours(d, unit="points"):
+def _ours(d, unit="points", units="seeds"):
     means = (f" ({d['a']} {d['a_mean']:.1f} vs {d['b']} {d['b_mean']:.1f})"
              if d.get("a_mean") is not None and not pd.isna(d.get("a_mean")) else f" ({d['a']} vs {d['b']})")
+    images = (f" x {int(d['images_per_seed'])} test images" if d.get("metric") == "quant"
+              and d.get("images_per_seed") is not None and pd.notna(d.get("images_per_seed")) else "")
     return (f"{d['a']} - {d['b']} = {_fmt(d['mean'])} {unit}, {d['level']:.0%} interval [{_fmt(d['lo'])}, "
-            f"{_fmt(d['hi'])}], n = {d['n']} seeds{means}")
+            f"{_fmt(d['hi'])}], n = {d['n']} {units}{images}{means}")
 
 
 def _part(d) -> str:
@@ -225,7 +229,7 @@ def quantisation_claim(diffs: pd.DataFrame, scale, level: float) -> list[dict]:
                   "no quantisation of SMI and PRI pools at matched sparsity in this configuration", gate=gate)
     for c in ctrl.values():
         ok = c["lo"] > 0
-        r = _row("4b", scale4b(c), _ours(c) + (" (draws, not seeds)" if c.get("draws") else ""),
+        r = _row("4b", scale4b(c), _ours(c, units="calibration draws each"),
                  f"the assay's positive control: real-data calibration must beat noise calibration (the {level:.0%} "
                  "interval above 0) before a quantisation difference decides anything",
                  "control passed" if ok else "control failed", above(0.0), c, f"control: real - noise ({c['bits']})",
