@@ -406,7 +406,7 @@ def _theorem_time_row(t: dict, k: int, level: float) -> dict:
     _, lo_k, hi_k = _speed(t["samples_b"], t["samples_a"], level_k)
     v = part_verdict(lo, hi, lo_k, hi_k, region)
     hw = "GPU" if _on_gpu(t.get("device")) else "CPU"
-    ours = (f"PRI/SMI* time per image {est:.3f}, {level:.0%} interval [{lo:.3f}, {hi:.3f}] over {t['repeats']} timing "
+    ours = (f"PRI/SMI* time per image {est:.3f}, {level:.0%} interval [{lo:.3f}, {hi:.3f}] over {int(t['repeats'])} timing "
             f"repeats; predicted {t['predicted']} (closed form, N/D = {t['n_over_d']:.2f}), cost model {t['cost_model']:.3f}")
     if t.get("monotone") is False:
         ours += "; stage times not monotone in the active tokens: timing not good enough to judge"
