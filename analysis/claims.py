@@ -316,7 +316,8 @@ def _best_case(rows: list[dict], region: Region) -> str | None:
     best = max(usable, key=lambda r: r["mean_difference"], default=None)
     if best is not None and verdict(best["ci_lo_m"], best["ci_hi_m"], region) == SUPPORTED:
         return SUPPORTED
-    if all(verdict(r["ci_lo_k"], r["ci_hi_k"], region) == NOT_SUPPORTED for r in rows):
+    if all(verdict(r["ci_lo_k"], r["ci_hi_k"], region) == NOT_SUPPORTED and not r["timing_unjudgeable"]
+           for r in rows):
         return NOT_SUPPORTED
     return INCONCLUSIVE
 
@@ -324,8 +325,9 @@ def _best_case(rows: list[dict], region: Region) -> str | None:
 def _speed_row(model, dtype, g, ref, target, tol, level, m, flops) -> dict:
     """One model's speed-up of PRI (largest v) over ``ref``, with the cost model's ideal as the
     guard: far above it (lower end above ideal x (1 + tol)) is a measurement error, far below it
-    (upper end below ideal x (1 - tol)) is overhead the cost model does not count; either, and
-    stage times not monotone in the active tokens, keep the row from supporting."""
+    (upper end below ideal x (1 - tol)) is overhead the cost model does not count; either keeps
+    the row from supporting. Stage times not monotone in the active tokens put the timing itself
+    in doubt: the row decides nothing either way."""
     pri = g[g.method == "pri"]
     p, r_ = pri.loc[pri.v.idxmax()], g[g.tag == ref].iloc[0]
     speed, lo, hi = _speed(p.seconds_samples, r_.seconds_samples, level)
@@ -345,10 +347,12 @@ def _speed_row(model, dtype, g, ref, target, tol, level, m, flops) -> dict:
     if not math.isnan(ideal) and not math.isnan(hi) and hi < ideal * (1 - tol):
         flags.append(f"far below the cost model's ideal {ideal:.1f}x (more than {tol:.0%}): per-step overhead the "
                      "cost model does not count")
-    if "monotone" in g and (g.monotone == False).any():  # noqa: E712 (None: not checked)
+    if flags and v == SUPPORTED:
+        v = INCONCLUSIVE
+    unjudgeable = "monotone" in g and (g.monotone == False).any()  # noqa: E712 (None: not checked)
+    if unjudgeable:  # the timing itself is in doubt: no verdict either way
         bad = "; ".join(x for x in g.non_monotone.dropna().unique() if x)
         flags.append(f"stage times not monotone in the active tokens ({bad}): timing not good enough to judge")
-    if flags and v == SUPPORTED:
         v = INCONCLUSIVE
     dev = ",".join(sorted(g["device"].astype(str).unique()))
     hw = "GPU" if _on_gpu(dev) else "CPU"
@@ -364,7 +368,7 @@ def _speed_row(model, dtype, g, ref, target, tol, level, m, flops) -> dict:
              part=f"{model} {dtype}: {p.tag} vs {ref}", unit="x")
     r.update(n=int(p.repeats), mean_difference=speed, ci_lo=lo, ci_hi=hi, level=level, parts=2, ci_lo_k=lo_k,
              ci_hi_k=hi_k, level_k=level_k, ci_lo_m=lo_m, ci_hi_m=hi_m, hardware=hw, ideal=ideal,
-             timing_flag="; ".join(flags))
+             timing_flag="; ".join(flags), timing_unjudgeable=bool(unjudgeable))
     return r
 
 
@@ -408,9 +412,9 @@ def _theorem_time_row(t: dict, k: int, level: float) -> dict:
     hw = "GPU" if _on_gpu(t.get("device")) else "CPU"
     ours = (f"PRI/SMI* time per image {est:.3f}, {level:.0%} interval [{lo:.3f}, {hi:.3f}] over {int(t['repeats'])} timing "
             f"repeats; predicted {t['predicted']} (closed form, N/D = {t['n_over_d']:.2f}), cost model {t['cost_model']:.3f}")
-    if t.get("monotone") is False:
+    if t.get("monotone") is False:  # the timing itself is in doubt: no verdict either way
         ours += "; stage times not monotone in the active tokens: timing not good enough to judge"
-        v = INCONCLUSIVE if v == SUPPORTED else v
+        v = INCONCLUSIVE
     r = _row("8", f"{hw}: {t['model']}, v={t['v']}, {t.get('mode')} on {t.get('device')}", ours,
              RULE.format(level=level, level_k=level_k, k=k, how="Welch t on log times over the repeats") +
              "; the region is the side of 1 the closed form predicts", v, region, part="time (measured)",

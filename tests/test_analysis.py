@@ -608,6 +608,11 @@ def test_claim_1_guard_is_symmetric_and_flags_non_monotone_stages():
         assert r["verdict"] == "inconclusive" and word in r["our_value"] and overall == "inconclusive"
     rows, overall = _one(_times({"m": fast}, monotone=False))
     assert overall == "inconclusive" and "not monotone" in rows[0]["our_value"]
+    # a non-monotone timing decides nothing either way: far short of 10x is not "not supported" then
+    slow = _speed_samples(3.0, 0.5)
+    assert _one(_times({"m": slow}))[1] == "not supported"
+    rows, overall = _one(_times({"m": slow}, monotone=False))
+    assert overall == "inconclusive" and {r["verdict"] for r in rows} == {"inconclusive"}
 
 
 def test_monotone_flag_compares_stages_beyond_their_spread():
@@ -642,3 +647,8 @@ def test_claim_8_is_decided_by_measured_time_against_the_closed_form():
     th2 = pd.concat([th[th.part != "time (measured)"], collect.theorem_time(slow, flops, th, 0.95)], ignore_index=True)
     rows = [r for r in C.efficiency_claims(flops, slow, th2, {}, enabled=True) if r["claim_id"] == "8"]
     assert rows[0]["claim_verdict"] == "not supported"
+    # ... unless the stage times are not monotone in the active tokens: then no verdict either way
+    bad = _times({"m": {**samples, "pri_v7": [1.3 * j for j in jit]}}, monotone=False)
+    th3 = pd.concat([th[th.part != "time (measured)"], collect.theorem_time(bad, flops, th, 0.95)], ignore_index=True)
+    rows = [r for r in C.efficiency_claims(flops, bad, th3, {}, enabled=True) if r["claim_id"] == "8"]
+    assert rows[0]["claim_verdict"] == "inconclusive" and "not monotone" in rows[0]["our_value"]
