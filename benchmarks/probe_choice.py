@@ -31,6 +31,7 @@ from pri.data import for_teacher, prepare
 from pri.cli import build_parser
 from pri.distill import TeacherTargets, load_pools, load_teacher, select_images
 from pri.engine import Augment
+from pri.models import load_model
 from pri.vit import patch_size
 
 BACKBONES = (dict(embed_dim=64, depth=3, num_heads=2), dict(embed_dim=128, depth=1, num_heads=2),
@@ -74,7 +75,7 @@ def ceiling_rows(teacher, splits: dict, train: int, device) -> list[dict]:
 
 
 def pool_rows(run: str, teacher_path: str, device) -> list[dict]:
-    pools = sorted(glob.glob(os.path.join(run, "pools", "*", "main", "*", "seed0*.pt")))
+    pools = sorted(glob.glob(os.path.join(run, "pools", "*", "main", "*", "seed0", "*.pt")))
     if not pools:
         pools = sorted(glob.glob(os.path.join(run, "**", "*seed0*.pt"), recursive=True))
     rows = []
@@ -124,6 +125,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", default="results/default", help="a finished run's folder (its teacher and pools)")
     ap.add_argument("--teacher-id", default="fmnist")
+    ap.add_argument("--model", default="vit_pico_patch4_28", help="the teacher's architecture")
     ap.add_argument("--train", type=int, default=10000, help="real training images for the ceiling")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/probe_choice.md")
@@ -131,8 +133,7 @@ def main() -> int:
     torch.set_num_threads(a.threads)
     device = torch.device("cpu")
     teacher_path = os.path.join(a.run, "teachers", a.teacher_id, "teacher.pt")
-    args = build_parser_for(["--pool", "-", "--teacher", teacher_path, "--out", os.devnull])
-    teacher = load_teacher(args, [], device)
+    teacher = load_model(a.model, teacher_path, option="--run", frozen=True)
     splits = {}
     for split, n in (("train", a.train), ("val", None), ("test", None)):
         _, x, y, _ = for_teacher(teacher, None, None, split, n, teacher_path)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 # trained on real training images) against its cost per image; l2 and T on the validation split
 # (benchmarks/probe_choice.py writes the table, benchmarks/results/probe_choice.md).
 DEFAULTS = dict(embed_dim=128, depth=2, num_heads=2, pos_std=1.0, backbone_seed=20250, temperature=4.0,
-                l2=1e-3, max_iter=500, runs=2)
+                l2=1e-2, max_iter=500, runs=2)
 GRAD_TOL = 1e-6  # L-BFGS stops when the largest gradient entry falls below this
 
 
@@ -100,10 +100,13 @@ def kd_objective(s: torch.Tensor, t: torch.Tensor, T: float) -> torch.Tensor:
 
 
 def fit_head(feats: torch.Tensor, targets: torch.Tensor, T: float, l2: float, seed: int,
-             max_iter: int = DEFAULTS["max_iter"]) -> tuple[Head, dict]:
+             max_iter: int = DEFAULTS["max_iter"], standardise: bool = True) -> tuple[Head, dict]:
     """The convex KD fit of a linear head, from a random start drawn from ``seed``."""
     feats, targets = feats.double(), targets.double()
-    mean, std = feats.mean(0), feats.std(0).clamp_min(1e-6)
+    if standardise:
+        mean, std = feats.mean(0), feats.std(0).clamp_min(1e-6)
+    else:
+        mean, std = torch.zeros(feats.shape[1], dtype=feats.dtype), torch.ones(feats.shape[1], dtype=feats.dtype)
     a = (feats - mean) / std
     g = torch.Generator().manual_seed(int(seed))
     W = (0.01 * torch.randn(a.shape[1], targets.shape[1], generator=g, dtype=torch.float64)).requires_grad_(True)
