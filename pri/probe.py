@@ -120,7 +120,12 @@ def fit_head(feats: torch.Tensor, targets: torch.Tensor, T: float, l2: float, se
         loss.backward()
         return loss
 
-    opt.step(closure)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # L-BFGS is many small vector operations: more threads only wait on each other
+    try:
+        opt.step(closure)
+    finally:
+        torch.set_num_threads(threads)
     loss = float(closure().detach())
     grad = max(float(W.grad.abs().max()), float(b.grad.abs().max()))
     iters = int(opt.state[W]["n_iter"])
