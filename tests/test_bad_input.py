@@ -85,7 +85,7 @@ BAD = [
     (["distill", "--pool", "{d}/evil.pt", "--teacher", "{d}/teacher.pt"], "--pool"),
     (["distill", "--pool", "{d}/noledger.pt", "--teacher", "{d}/teacher.pt"], "--teacher"),
     (["distill", "--pool", "{d}/pool.pt", "--teacher", "{d}/teacher.pt", "--lr", "nan"], "--lr"),
-    (["distill", "--pool", "{d}/pool.pt", "--teacher", "{d}/teacher.pt", "--kd-runs", "0"], "--kd-runs"),
+    (["distill", "--pool", "{d}/pool.pt", "--teacher", "{d}/teacher.pt", "--kd-runs", "0", "--probe-runs", "0"], "--kd-runs"),
     # pri teacher
     (["teacher", "--dataset", "digits", "--model", "vit_pico_patch2_8", "--out@", "{d}/t.pt", "--metrics",
       "/proc/m.json"], "--metrics"),
