@@ -8,8 +8,9 @@ Reads a finished run (its teacher and its main sweep's pools) and writes a Markd
    linear head fitted on ``--train`` real training images (labels, cross-entropy; and the teacher's
    logits, the KD loss), scored on the validation split (the choice) and on the test split (shown,
    never used to choose);
-2. **the head's L2 penalty and temperature**: heads fitted on every main-sweep pool of the run's
-   first seed, scored on the validation split; the setting with the best mean over the methods is
+2. **the head's L2 penalty and temperature**: heads fitted on the first seed's pools of ``--tags``
+   (DMI, SMI and PRI at v = 4), scored on ``--val`` validation images; among the settings whose
+   fits converge on every pool (two heads of a pool then agree), the best mean over the pools is
    the default (a tie within 0.1 points goes to the stronger penalty).
 
 The validation split is the one ``pri teacher`` holds out of the training set (pri.data.holdout_mask):
@@ -36,7 +37,7 @@ from pri.vit import patch_size
 
 BACKBONES = (dict(embed_dim=64, depth=3, num_heads=2), dict(embed_dim=128, depth=1, num_heads=2),
              dict(embed_dim=128, depth=2, num_heads=2), dict(embed_dim=256, depth=1, num_heads=4))
-L2S = (1e-4, 1e-3, 1e-2, 1e-1)
+L2S = (1e-3, 1e-2, 1e-1, 1.0)
 TEMPERATURES = (1.0, 4.0)
 
 
@@ -74,10 +75,8 @@ def ceiling_rows(teacher, splits: dict, train: int, device) -> list[dict]:
     return rows
 
 
-def pool_rows(run: str, teacher_path: str, device) -> list[dict]:
-    pools = sorted(glob.glob(os.path.join(run, "pools", "*", "main", "*", "seed0", "*.pt")))
-    if not pools:
-        pools = sorted(glob.glob(os.path.join(run, "**", "*seed0*.pt"), recursive=True))
+def pool_rows(run: str, teacher_path: str, tags: list[str], n_val: int, device) -> list[dict]:
+    pools = sorted(p for t in tags for p in glob.glob(os.path.join(run, "pools", "*", "main", t, "seed0", "*.pt")))
     rows = []
     for path in pools:
         args = build_parser_for(["--pool", path, "--teacher", teacher_path, "--augment", "--val", "--out", os.devnull])
@@ -90,14 +89,14 @@ def pool_rows(run: str, teacher_path: str, device) -> list[dict]:
         m = teacher.model
         bb = probe.build_backbone(int(m.patch_embed.img_size[0]), patch_size(m), int(m.patch_embed.proj.in_channels))
         x, t = probe.training_rows(bb, teacher, syn, aug, table, device, 512, None)
-        _, vx, vy, vmeta = for_teacher(teacher, None, None, "val", None, args.teacher)
+        _, vx, vy, vmeta = for_teacher(teacher, None, None, "val", n_val, args.teacher)
         vf = probe.real_features(bb, teacher, vx, repr(vmeta["sha256"]), device, 512)
         for T in TEMPERATURES:
             for l2 in L2S:
-                head = probe.fit_head(x, t, T, l2, 0)[0]
+                head, fit = probe.fit_head(x, t, T, l2, 0)
                 acc = float((head.logits(vf).argmax(-1) == vy).float().mean())
-                rows.append({"pool": os.path.basename(path), "method": info[0]["ledger"].get("tag"), "T": T,
-                             "l2": l2, "val top-1": 100 * acc})
+                rows.append({"method": info[0]["ledger"].get("tag"), "T": T, "l2": l2, "val top-1": 100 * acc,
+                             "iterations": fit["iterations"], "converged": fit["converged"]})
     return rows
 
 
@@ -113,11 +112,12 @@ def markdown(rows: list[dict]) -> str:
 def choose(rows: list[dict]) -> tuple[float, float, list[dict]]:
     means = {}
     for r in rows:
-        means.setdefault((r["T"], r["l2"]), []).append(r["val top-1"])
-    table = [{"T": T, "l2": l2, "mean val top-1 over pools": sum(v) / len(v), "pools": len(v)}
-             for (T, l2), v in sorted(means.items())]
-    best = max(r["mean val top-1 over pools"] for r in table)
-    pick = max((r for r in table if r["mean val top-1 over pools"] >= best - 0.1), key=lambda r: (r["l2"], r["T"]))
+        means.setdefault((r["T"], r["l2"]), []).append(r)
+    table = [{"T": T, "l2": l2, "mean val top-1 over pools": sum(r["val top-1"] for r in v) / len(v), "pools": len(v),
+              "converged on every pool": all(r["converged"] for r in v)} for (T, l2), v in sorted(means.items())]
+    ok = [r for r in table if r["converged on every pool"]] or table
+    best = max(r["mean val top-1 over pools"] for r in ok)
+    pick = max((r for r in ok if r["mean val top-1 over pools"] >= best - 0.1), key=lambda r: (r["l2"], r["T"]))
     return pick["T"], pick["l2"], table
 
 
@@ -127,6 +127,8 @@ def main() -> int:
     ap.add_argument("--teacher-id", default="fmnist")
     ap.add_argument("--model", default="vit_pico_patch4_28", help="the teacher's architecture")
     ap.add_argument("--train", type=int, default=10000, help="real training images for the ceiling")
+    ap.add_argument("--tags", nargs="+", default=["dmi", "smi_v4", "pri_v4"], help="the pools of the L2/T choice")
+    ap.add_argument("--val", type=int, default=3000, help="validation images scoring the L2/T choice")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="benchmarks/results/probe_choice.md")
     a = ap.parse_args()
@@ -139,14 +141,14 @@ def main() -> int:
         _, x, y, _ = for_teacher(teacher, None, None, split, n, teacher_path)
         splits[split] = (x, y)
     ceiling = ceiling_rows(teacher, splits, a.train, device)
-    pools = pool_rows(a.run, teacher_path, device)
+    pools = pool_rows(a.run, teacher_path, a.tags, a.val, device)
     T, l2, summary = choose(pools)
     text = (f"# The verdict student's choices (validation split only)\n\nRun: `{a.run}` (teacher "
             f"`{a.teacher_id}`), written by `python benchmarks/probe_choice.py`.\n\n"
             f"## Ceiling: the linear head on real training images\n\n{markdown(ceiling)}\n"
             f"## L2 penalty and temperature, fitted on the first seed's pools\n\n{markdown(summary)}\n"
-            f"Chosen: T = {T:g}, l2 = {l2:g} (the best mean validation top-1; within 0.1 points the stronger "
-            f"penalty).\n\n<details><summary>Every pool</summary>\n\n{markdown(pools)}\n</details>\n")
+            f"Chosen: T = {T:g}, l2 = {l2:g} (among the settings that converge on every pool, the best mean "
+            f"validation top-1; within 0.1 points the stronger penalty).\n\n<details><summary>Every pool</summary>\n\n{markdown(pools)}\n</details>\n")
     os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
     with open(a.out, "w") as f:
         f.write(text)
