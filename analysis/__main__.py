@@ -33,9 +33,9 @@ div.overflow-auto:has(.pri-table){align-items:flex-start;justify-content:flex-st
 div.flex.gap-3:has(.pri-table){flex-wrap:wrap}
 </style>
 """
-VERDICT_CLASS = {"supported": "v-supported", "not supported": "v-not-supported", "inconclusive": "v-inconclusive",
-                 "not run": "v-not-run", "not testable here": "v-not-testable", "control passed": "v-supported",
-                 "control failed": "v-not-supported"}
+VERDICT_CLASS = {S.SUPPORTED: "v-supported", S.NOT_SUPPORTED: "v-not-supported",
+                 S.INCONCLUSIVE: "v-inconclusive", S.NOT_RUN: "v-not-run", S.NOT_TESTABLE: "v-not-testable",
+                 S.CONTROL_PASSED: "v-supported", S.CONTROL_FAILED: "v-not-supported"}
 
 
 def table_html(df: pd.DataFrame, title: str = "", group: tuple = (), nowrap: tuple = ()) -> str:

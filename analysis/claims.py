@@ -15,8 +15,8 @@ import math
 import pandas as pd
 
 from .collect import Comparison
-from .stats import (INCONCLUSIVE, LEVEL, NOT_RUN, NOT_SUPPORTED, NOT_TESTABLE, SUPPORTED, Region, above, at_least,
-                    at_level, bonferroni, combine, part_verdict, verdict, within)
+from .stats import (CONTROL_FAILED, CONTROL_PASSED, INCONCLUSIVE, LEVEL, NOT_RUN, NOT_SUPPORTED, NOT_TESTABLE,
+                    SUPPORTED, Region, above, at_least, at_level, bonferroni, combine, part_verdict, verdict, within)
 
 CLAIMS = {
     "1": "Per generated image, PRI inverts up to 10x faster than DMI and 2x faster than SMI (DeiT family)",
@@ -232,7 +232,7 @@ def quantisation_claim(diffs: pd.DataFrame, scale, level: float) -> list[dict]:
         r = _row("4b", scale4b(c), _ours(c, units="calibration draws each"),
                  f"the assay's positive control: real-data calibration must beat noise calibration (the {level:.0%} "
                  "interval above 0) before a quantisation difference decides anything",
-                 "control passed" if ok else "control failed", above(0.0), c, f"control: real - noise ({c['bits']})",
+                 CONTROL_PASSED if ok else CONTROL_FAILED, above(0.0), c, f"control: real - noise ({c['bits']})",
                  "points", role="control")
         rows.append(r)
     return rows

@@ -18,9 +18,11 @@ import pandas as pd  # noqa: E402
 from pri.io import atomic_path  # noqa: E402
 from pri.schedules import REGISTRY  # noqa: E402
 
+from . import stats  # noqa: E402
+
 FAMILY_ORDER = [m.family for m in REGISTRY.values()]
-VERDICT_COLORS = {"supported": "tab:green", "not supported": "tab:red", "inconclusive": "tab:grey",
-                  "not testable here": "tab:purple", "control passed": "tab:blue", "control failed": "tab:orange"}
+VERDICT_COLORS = {stats.SUPPORTED: "tab:green", stats.NOT_SUPPORTED: "tab:red", stats.INCONCLUSIVE: "tab:grey",
+                  stats.NOT_TESTABLE: "tab:purple", stats.CONTROL_PASSED: "tab:blue", stats.CONTROL_FAILED: "tab:orange"}
 NO_INTERVAL = "no interval"
 
 

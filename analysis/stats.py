@@ -27,6 +27,9 @@ import numpy as np
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_RUN = "supported", "not supported", "inconclusive", "not run"
 NOT_TESTABLE = "not testable here"  # the assay failed its positive control: it cannot decide the claim
+CONTROL_PASSED, CONTROL_FAILED = "control passed", "control failed"  # the rows of an assay's positive control
+CLAIM_VERDICTS = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_RUN, NOT_TESTABLE)
+VERDICTS = CLAIM_VERDICTS + (CONTROL_PASSED, CONTROL_FAILED)  # every value claims.csv's verdict column takes
 LEVEL = 0.95
 
 

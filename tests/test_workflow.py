@@ -14,11 +14,12 @@ import pytest
 import yaml
 from cli_helper import config_dict
 
+from analysis import stats
+
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEFILE = ROOT / "Snakefile"
 CLAIM_IDS = {"1", "2a", "2b", "3a", "3b", "3c", "4a", "4b", "5", "6", "7", "8", "9"}
-VERDICTS = {"supported", "not supported", "inconclusive", "not run", "not testable here", "control passed",
-            "control failed"}  # the last two: the rows of an assay's positive control (role control)
+VERDICTS = set(stats.VERDICTS)  # with "control passed"/"control failed": the rows of an assay's positive control
 
 
 def snakemake(args, cwd, timeout=600, **kw):
@@ -222,7 +223,7 @@ def test_tiny_config_end_to_end_interrupted_and_resumed(tmp_path):
         rows = list(csv.DictReader(f))
     assert {r["claim_id"] for r in rows} == CLAIM_IDS
     for row in rows:
-        assert row["verdict"] in VERDICTS and row["claim_verdict"] in VERDICTS - {"control passed", "control failed"}, row
+        assert row["verdict"] in VERDICTS and row["claim_verdict"] in set(stats.CLAIM_VERDICTS), row
         assert row["role"] in ("part", "control", "check"), row
         assert row["our_value"], row  # never a verdict without numbers (or the reason it was not run)
         if row["verdict"] != "not run" and row["claim_id"] in ("3a", "3b", "5", "6", "9"):
