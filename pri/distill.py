@@ -77,8 +77,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "recorded in its checkpoint)")
     p.add_argument("--data-root", default=None, help="folder holding the real dataset (see pri teacher --data-root)")
     p.add_argument("--images", type=int, default=None,
-                   help="synthetic images to use: the first this many of the pool(s) in a seed-determined order "
-                        "(default: all); give every method the same value")
+                   help="synthetic images to use, balanced over the classes in whole trajectories (see "
+                        "--balance-unit) in a seed-determined order (default: all, in that order); give every method "
+                        "the same value")
+    p.add_argument("--balance-unit", type=int, default=None, metavar="U",
+                   help="--images is dealt to the classes in units of U images (whole trajectories): give every "
+                        "method compared the same U, a multiple of each one's images per trajectory (PRI: v), and "
+                        "their students see the same class histogram and the same label at every step (default: "
+                        "the pool's images per trajectory)")
     p.add_argument("--classes", type=int, nargs="+", default=None, metavar="C",
                    help="use only pool images inverted for these labels (e.g. one-class distillation); the student "
                         "is still evaluated on all classes")
@@ -222,6 +228,7 @@ class Synthetic:
     available: int  # images of the pools (after --classes)
     pool_info: list
     order: torch.Tensor  # the selected images' positions in the concatenated pools
+    histogram: dict | None = None  # images per class of a balanced selection (--images)
 
 
 def check_options(args) -> None:
@@ -310,29 +317,38 @@ def load_teacher(args, pools: list[dict], device):
 
 
 def select_images(args, pools: list[dict], info: list[dict], num_classes: int) -> Synthetic:
-    """The first ``--images`` images (of ``--classes``) of the pools in an order drawn from the seed."""
+    """``--images`` images (of ``--classes``) of the pools, balanced over the classes in whole
+    trajectories, in an order whose labels depend on the seed alone (pri.pool.balanced_order); all
+    of them in a seed-drawn order when ``--images`` is not given."""
     from .io import derive_seed
+    from .pool import balanced_order, check_unit, class_histogram, images_per_trajectory, trajectory_ids
 
-    labels_all = torch.cat([p["labels"] for p in pools])
-    keep = torch.arange(len(labels_all))
+    labels_all, traj = torch.cat([p["labels"] for p in pools]), trajectory_ids(pools)
+    classes = range(num_classes) if args.classes is None else sorted(set(args.classes))
     if args.classes is not None:
         bad = [c for c in args.classes if not 0 <= c < num_classes]
         if bad:
             raise PriError("--classes", f"{bad} outside the teacher's classes 0..{num_classes - 1}")
-        keep = keep[torch.isin(labels_all, torch.tensor(sorted(set(args.classes))))]
-        if len(keep) == 0:
+        if not torch.isin(labels_all, torch.tensor(classes)).any():
             raise PriError("--classes", f"the pool(s) hold no images of classes {args.classes}")
-    avail = len(keep)
-    n_img = avail if args.images is None else args.images
-    if n_img > avail:
-        what = f" of classes {args.classes}" if args.classes is not None else ""
-        raise PriError("--images", f"asked for {n_img} images but the pool(s) hold only {avail}{what}; "
-                       "invert more images or lower --images (use the same value for every method)")
-    gen = torch.Generator().manual_seed(derive_seed(args.seed, "images"))
-    order = keep[torch.randperm(avail, generator=gen)][:n_img]
+    keep = torch.nonzero(torch.isin(labels_all, torch.tensor(list(classes)))).flatten()
+    hist = None
+    if args.images is None:
+        gen = torch.Generator().manual_seed(derive_seed(args.seed, "images"))
+        order = keep[torch.randperm(len(keep), generator=gen)]
+    else:
+        per_traj = images_per_trajectory(traj)
+        unit = per_traj if args.balance_unit is None else args.balance_unit
+        check_unit(args.images, unit, per_traj, "--images")
+        if args.images > len(keep):
+            what = f" of classes {args.classes}" if args.classes is not None else ""
+            raise PriError("--images", f"asked for {args.images} images but the pool(s) hold only {len(keep)}{what}; "
+                           "invert more images or lower --images (use the same value for every method)")
+        hist = class_histogram(args.images, unit, classes, args.seed)
+        order = balanced_order(labels_all, traj, hist, args.seed, "--images")
     images = torch.cat([p["images"] for p in pools])[order]
     masks = torch.cat([p["masks"] for p in pools])[order]
-    return Synthetic(images, masks, labels_all[order], avail, info, order)
+    return Synthetic(images, masks, labels_all[order], len(keep), info, order, hist)
 
 
 def load_real(args, teacher, split: str):
@@ -554,11 +570,15 @@ def hyperparameters(args, syn, targets, teacher, amp: bool) -> dict:
     hyper = {k: getattr(args, k) for k in ("steps", "batch", "kd_runs", "optimizer", "lr", "momentum", "weight_decay",
                                            "schedule", "warmup", "temperature", "grad_clip", "augment",
                                            "augment_shift", "eval_every", "head_only", "seed", "classes",
-                                           "limit_test", "probe_runs", "probe_l2", "probe_temperature")}
+                                           "limit_test", "probe_runs", "probe_l2", "probe_temperature",
+                                           "balance_unit")}
     hyper.update(images=len(syn.labels), amp_bf16=amp, loss="KL(softmax(t/T) || softmax(s/T)) * T^2, batchmean",
                  weight_decay_on="weight matrices only", feed="masked patches only (sparse_forward), CLS prepended, "
                  "batches padded to their largest mask with the padding masked out of attention",
-                 image_order="first --images of a permutation drawn from the seed (the same for every method)",
+                 image_order="--images balanced over the classes in whole trajectories, each label at the same "
+                 "position for every method (pri.pool.balanced_order)" if syn.histogram is not None else
+                 "all the pools' images in a permutation drawn from the seed",
+                 class_histogram={str(c): k for c, k in sorted(syn.histogram.items())} if syn.histogram else None,
                  data_order="a permutation per epoch drawn from the seed and run (the same for every method)",
                  teacher_targets="precomputed for every (image, augmentation)" if targets.precomputed else "per step",
                  pixel_mean=list(teacher.mean), pixel_std=list(teacher.std))

@@ -233,24 +233,17 @@ class Plan:
         self._check_tags(tid, self.tags, images, "inversion.images", "inversion.methods", T)
         dis = {tag: self.dis.get("images") for tag in self.tags}
         if self.dis.get("images") is not None and self.runs(tid, "distill"):
-            for tag in self.tags:
-                have = self.pool_images(tid, tag, images[tag]) * batches
-                if self.dis["images"] > have:
-                    raise PriError("distill.images", f"{self.dis['images']} images per student, but {tag} of teachers."
-                                   f"{tid} inverts only {have} per seed (inversion.images x inversion.batches); lower "
-                                   "distill.images or invert more")
+            self._check_balance(tid, self.tags, int(self.dis["images"]), batches, "distill.images", every_class=True)
         if self.quant.get("enabled") and self.runs(tid, "quantize"):
             for tag in [t for t in (self.quant.get("tags") or self.tags)]:
                 if tag not in self.tags:
                     raise PriError("quantize.tags", f"{tag} is not among inversion.methods")
-                have = self.pool_images(tid, tag, images[tag]) * batches
-                if self.quant["calib_images"] > have:
-                    raise PriError("quantize.calib_images", f"{self.quant['calib_images']} calibration images, but {tag}"
-                                   f" of teachers.{tid} inverts only {have} per seed: lower quantize.calib_images")
+            self._check_balance(tid, [t for t in (self.quant.get("tags") or self.tags)], int(self.quant["calib_images"]), batches,
+                                "quantize.calib_images", every_class=False)
             if len(self.quant["w_bits"]) != len(self.quant["a_bits"]) and 1 not in (len(self.quant["w_bits"]),
                                                                                      len(self.quant["a_bits"])):
                 raise PriError("quantize.a_bits", "give one a_bits per w_bits (or a single value for all)")
-        out = [Sweep("main", "main", self.tags, self.seeds, batches, images, dis)]
+        out = [Sweep("main", "main", self.tags, self.seeds, batches, images, dis, classes=self.classes_of(tid))]
         if not self.runs(tid, "distill"):
             return out
         def serves(ctl):
@@ -266,9 +259,7 @@ class Plan:
         one = self.ctl.get("one_class") or {}
         if one.get("class") is not None and serves(one):
             c, v = int(one["class"]), int(one["v"])
-            from .data import dataset_info
-
-            nc = self.teachers[tid].get("num_classes") or dataset_info(self.teachers[tid]["dataset"])["num_classes"]
+            nc = self.num_classes(tid)
             if not 0 <= c < nc:
                 raise PriError("controls.one_class.class", f"teachers.{tid} has classes 0..{nc - 1}, not {c}")
             tags = [Spec("dmi").tag, Spec("smi", v).tag, Spec("pri", v).tag]
@@ -277,6 +268,63 @@ class Plan:
             out.append(Sweep(f"class{c}", "oneclass", tags, [int(s) for s in one.get("seeds") or self.seeds], 1, imgs,
                              dict.fromkeys(tags), classes=(c,)))
         return out
+
+    def classes_of(self, tid: str) -> tuple | None:
+        """The classes a teacher's main sweep inverts (teachers.<id>.classes; None: every class)."""
+        cls = self.teachers[tid].get("classes")
+        if cls is None:
+            return None
+        key, nc = f"teachers.{tid}.classes", self.num_classes(tid)
+        if "distill" in (self.teachers[tid].get("tasks") or TASKS):
+            raise PriError(key, "a teacher that distils inverts every class: give classes only to a teacher whose "
+                           "tasks are [quantize]")
+        if len(set(cls)) != len(cls) or not all(0 <= int(c) < nc for c in cls):
+            raise PriError(key, f"give distinct classes of the teacher's 0..{nc - 1}, got {cls}")
+        return tuple(int(c) for c in cls)
+
+    def num_classes(self, tid: str) -> int:
+        from .data import dataset_info
+
+        t = self.teachers[tid]
+        return int(t.get("num_classes") or dataset_info(t["dataset"])["num_classes"])
+
+    def balance_unit(self, tid: str, tags) -> int:
+        """The images per class unit in which a downstream task of ``tags`` selects: the least common
+        multiple of their images per trajectory (PRI: v), so every method gets the same class histogram."""
+        d, T = self._dims(tid), int(self.inv["iterations"])
+        return math.lcm(*(Spec.parse(t).build(d.num_patches, T, self._options(t)).images_per_trajectory()
+                          for t in tags))
+
+    def _check_balance(self, tid: str, tags, n: int, batches: int, key: str, every_class: bool) -> None:
+        """``n`` images of each of ``tags``'s pools of a seed, the same class histogram for every tag in
+        whole trajectories (pri.pool.class_histogram): ``n`` is a whole number of units (and, with
+        ``every_class``, the same count for every class), and every tag inverts enough of each class."""
+        K, u = len(self.classes_of(tid) or range(self.num_classes(tid))), self.balance_unit(tid, tags)
+        step = K * u if every_class else u
+        if n % step:
+            lo, hi = n // step * step, (n // step + 1) * step
+            why = (f"{K} classes x {u} images" if every_class else f"{u} images") + \
+                f" ({u}: the least common multiple of the images per trajectory of {', '.join(tags)})"
+            raise PriError(key, f"{n} images cannot give every method of teachers.{tid} the same class histogram in "
+                           f"whole trajectories: use a multiple of {step} = {why}; nearest that work: "
+                           + (f"{lo} or {hi}" if lo else f"{hi}"))
+        need = -(-n // (u * K)) * u  # the most images a class is dealt
+        for tag in tags:
+            have = self._per_class(tid, tag, int(self.inv["images"]), batches)
+            if have < need:
+                m = int(self.inv["images"])
+                while self._per_class(tid, tag, m, batches) < need:
+                    m += 1
+                raise PriError(key, f"{n} images need {need} of each class, but {tag} of teachers.{tid} inverts "
+                               f"only {have} of some class per seed (inversion.images x inversion.batches over {K} "
+                               f"classes): raise inversion.images to {m} or more, or lower {key}")
+
+    def _per_class(self, tid: str, tag: str, images: int, batches: int) -> int:
+        """Images of the least-served class in a seed's pools of ``tag`` (engine.assign_labels deals
+        the trajectories to the classes in runs whose lengths differ by at most one)."""
+        s = Spec.parse(tag).build(self._dims(tid).num_patches, int(self.inv["iterations"]), self._options(tag))
+        K = len(self.classes_of(tid) or range(self.num_classes(tid)))
+        return batches * s.trajectories(images) // K * s.images_per_trajectory()
 
     def pool_images(self, tid: str, tag: str, images: int) -> int:
         """Images one inversion job of ``tag`` writes when asked for ``images`` (PRI: whole trajectories)."""
@@ -384,7 +432,7 @@ class Plan:
         args = ["--dataset", t["dataset"], "--student", student, "--seed", seed, "--device", self.config["device"]]
         n = self.sweep(tid, sweep).distill_images[tag]
         if n is not None:
-            args += ["--images", n]
+            args += ["--images", n, "--balance-unit", self.balance_unit(tid, self.sweep(tid, sweep).tags)]
         if t.get("data_root"):
             args += ["--data-root", t["data_root"]]
         if s_ck:
@@ -403,12 +451,15 @@ class Plan:
         t, q = self.teachers[tid], self.quant
         draws = q["draws"] if seed is not None else (q.get("baseline_draws") or q["draws"])  # None: the baselines
         args = ["--dataset", t["dataset"], "--w-bits", *q["w_bits"], "--a-bits", *q["a_bits"],
-                "--calib-images", q["calib_images"], "--draws", draws, "--pre-gather", q["pre_gather"],
+                "--calib-images", q["calib_images"], "--balance-unit", self.balance_unit(tid, self.quant_tags(tid)),
+                "--draws", draws, "--pre-gather", q["pre_gather"],
                 "--seed", 0 if seed is None else seed, "--device", self.config["device"]]
         if t.get("data_root"):
             args += ["--data-root", t["data_root"]]
         if q.get("test_images"):
             args += ["--limit-test", q["test_images"]]
+        if self.classes_of(tid):
+            args += ["--classes", *self.classes_of(tid)]
         return [str(a) for a in args]
 
     # ---------------------------------------------------------------------------------- batched jobs

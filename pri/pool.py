@@ -84,3 +84,78 @@ def teacher_weights_sha(teacher) -> str:
     if "weights_sha256" not in teacher.provenance:
         teacher.provenance["weights_sha256"] = weights_sha256(teacher.model)
     return teacher.provenance["weights_sha256"]
+
+
+def trajectory_ids(pools: list[dict]) -> torch.Tensor:
+    """One id per image of the concatenated pools: the images of one PRI trajectory share it; a pool
+    without a ``trajectory`` field counts every image as its own trajectory."""
+    ids, base = [], 0
+    for pool in pools:
+        t = pool.get("trajectory")
+        t = torch.arange(len(pool["labels"])) if not isinstance(t, torch.Tensor) else t.long()
+        ids.append(base + t - (int(t.min()) if len(t) else 0))
+        base = int(ids[-1].max()) + 1 if len(t) else base
+    return torch.cat(ids)
+
+
+def images_per_trajectory(traj: torch.Tensor, option: str = "--pool") -> int:
+    """The images of every trajectory (PRI: v; DMI, SMI: 1); pools whose trajectories differ in length are refused."""
+    sizes = set(torch.unique(traj, return_counts=True)[1].tolist())
+    if len(sizes) != 1:
+        raise PriError(option, f"the pool(s) hold trajectories of {sorted(sizes)} images: give pools of one schedule")
+    return sizes.pop()
+
+
+def class_histogram(n: int, unit: int, classes, seed: int) -> dict[int, int]:
+    """Images per class of a balanced selection of ``n`` images: ``n / unit`` units of ``unit``
+    images dealt to ``classes`` in an order drawn from ``seed`` alone, so that every pool selected with
+    the same (n, unit, classes, seed) gets the same histogram, within one unit from class to class."""
+    from .io import derive_seed
+
+    cls = sorted(int(c) for c in classes)
+    perm = torch.randperm(len(cls), generator=torch.Generator().manual_seed(derive_seed(seed, "class-order")))
+    units = n // unit
+    return {cls[int(j)]: unit * (units // len(cls) + (r < units % len(cls))) for r, j in enumerate(perm)}
+
+
+def balanced_order(labels: torch.Tensor, traj: torch.Tensor, hist: dict, seed: int, option: str) -> torch.Tensor:
+    """Positions of a selection with class histogram ``hist``, whole trajectories only, in an order
+    whose label at every position depends on (hist, seed) alone: two pools selected alike see the
+    same label at every step. A class short of images is refused naming ``option``."""
+    from .io import derive_seed
+
+    g = torch.Generator().manual_seed(derive_seed(seed, "trajectories"))
+    chosen = {}
+    for c in sorted(hist):
+        if hist[c] == 0:
+            continue
+        idx = torch.nonzero(labels == c).flatten()
+        ts = torch.unique(traj[idx])  # sorted
+        rank = torch.empty(len(ts), dtype=torch.long)
+        rank[torch.randperm(len(ts), generator=g)] = torch.arange(len(ts))
+        idx = idx[torch.sort(rank[torch.searchsorted(ts, traj[idx])], stable=True).indices]  # whole trajectories
+        if len(idx) < hist[c]:
+            raise PriError(option, f"class {c} has {len(idx)} images in the pool(s), {hist[c]} are needed for a "
+                           "balanced selection: lower it or invert more images")
+        chosen[c] = idx[:hist[c]]
+    seq = torch.cat([torch.full((k,), c) for c, k in sorted(hist.items()) if k])
+    seq = seq[torch.randperm(len(seq), generator=torch.Generator().manual_seed(derive_seed(seed, "label-order")))]
+    order = torch.empty(len(seq), dtype=torch.long)
+    for c, idx in chosen.items():
+        at = torch.nonzero(seq == c).flatten()
+        order[at] = idx[torch.randperm(len(idx), generator=g)]
+    return order
+
+
+def check_unit(n: int, unit: int, per_traj: int, n_option: str, unit_option: str = "--balance-unit") -> None:
+    """A balanced selection of ``n`` images in units of ``unit`` from trajectories of ``per_traj`` images."""
+    if unit < 1:
+        raise PriError(unit_option, f"must be >= 1, got {unit}")
+    if unit % per_traj:
+        raise PriError(unit_option, f"{unit} is not a multiple of the pool's {per_traj} images per trajectory: "
+                       f"give a multiple of {per_traj} (the same for every method compared)")
+    if n % unit:
+        lo, hi = (n // unit) * unit, (n // unit + 1) * unit
+        near = f"{lo} or {hi}" if lo else f"{hi}"
+        raise PriError(n_option, f"{n} images is not a whole number of {unit}-image units ({unit_option} {unit}); "
+                       f"nearest that work: {near}")

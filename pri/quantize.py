@@ -319,12 +319,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration", choices=CALIBRATIONS, default="pool",
                    help="calibration images: synthetic pool images (fed sparsely), Gaussian noise in the normalised "
                         "input space (lower bound) or real training images (upper bound)")
-    p.add_argument("--calib-images", type=int, default=32, help="images in the calibration batch")
+    p.add_argument("--calib-images", type=int, default=32,
+                   help="images in the calibration batch, balanced over the classes in whole trajectories (pool) or "
+                        "images (real), in units of --balance-unit")
+    p.add_argument("--balance-unit", type=int, default=None, metavar="U",
+                   help="the calibration images are dealt to the classes in units of U images (whole trajectories): "
+                        "give every method compared the same U, a multiple of each one's images per trajectory (PRI: "
+                        "v), and their calibrations hold the same class histogram (default: the pool's images per "
+                        "trajectory; 1 for real images)")
     p.add_argument("--w-bits", type=int, nargs="+", default=[8], metavar="B",
                    help="weight bits, one per setting, paired position by position with --a-bits (one value is "
                         "broadcast)")
     p.add_argument("--a-bits", type=int, nargs="+", default=[8], metavar="B",
                    help="activation bits, one per setting (e.g. --w-bits 8 4 --a-bits 8 8: W8A8 and W4A8)")
+    p.add_argument("--classes", type=int, nargs="+", default=None, metavar="C",
+                   help="deal the calibration images to these classes only (the classes the pools were inverted "
+                        "for with pri invert --classes; default: every class)")
     p.add_argument("--draws", type=int, default=1,
                    help="calibration draws: each picks other calibration images, seeded from --seed and the draw")
     p.add_argument("--pre-gather", choices=PRE_GATHER, default="sparse",
@@ -414,7 +424,8 @@ def run(args) -> int:
     from .distill import normalise
     from .io import atomic_write_json, device_name, setup_runtime, versions, with_timing
     from .models import load_model, read_checkpoint, sha256_file
-    from .pool import check_teacher, load_pool
+    from .pool import (balanced_order, check_teacher, check_unit, class_histogram, images_per_trajectory, load_pool,
+                       trajectory_ids)
     from .train import evaluate
 
     t_start = time.perf_counter()
@@ -461,6 +472,16 @@ def run(args) -> int:
         if len(pool_images) < args.calib_images:
             raise PriError("--calib-images", f"asked for {args.calib_images} calibration images but the pool(s) hold "
                            f"only {len(pool_images)}: lower --calib-images or give more --pool files")
+        pool_labels, pool_traj = torch.cat([p["labels"] for p in pools]), trajectory_ids(pools)
+        per_traj = images_per_trajectory(pool_traj)
+    else:
+        per_traj = 1  # real images (noise has no classes)
+    unit = per_traj if args.balance_unit is None else args.balance_unit
+    classes = range(teacher.num_classes) if args.classes is None else sorted(set(args.classes))
+    if not all(0 <= c < teacher.num_classes for c in classes):
+        raise PriError("--classes", f"give classes of the teacher's 0..{teacher.num_classes - 1}, got {args.classes}")
+    if args.calibration != "noise":
+        check_unit(args.calib_images, unit, per_traj, "--calib-images")
 
     # --- data ------------------------------------------------------------------------------------
     ds_name, test_x, test_y, test_meta = for_teacher(teacher, args.dataset, args.data_root, args.split, args.limit_test,
@@ -501,20 +522,24 @@ def run(args) -> int:
                         tokens_fed=n * (N + 1))
             return x, None, prov
         if args.calibration == "real":
-            order = torch.randperm(len(train_y), generator=g)[:n]
+            hist = class_histogram(n, unit, classes, draw_seed)
+            order = balanced_order(train_y.long(), torch.arange(len(train_y)), hist, draw_seed, "--calib-images")
             x, _ = next(batches(train_x, train_y, n, order=order))
             prov.update(feed="dense (--pre-gather has no effect)", split="train", dataset=ds_name,
+                        class_histogram={str(c): k for c, k in sorted(hist.items()) if k},
                         source=train_meta["source"], sha256=train_meta["sha256"], indices=order.tolist(),
                         tokens_fed=n * (N + 1))
             return prepare(x, t_img, mean, std), None, prov
-        order = torch.randperm(len(pool_images), generator=g)[:n]
+        hist = class_histogram(n, unit, classes, draw_seed)
+        order = balanced_order(pool_labels, pool_traj, hist, draw_seed, "--calib-images")
         masks = pool_masks[order]
         ks = masks.sum(1)
         prov.update(feed="sparse: CLS + the kept patches, each with its own position embedding",
                     pools=pool_info,
                     indices=[[int(pool_of[i]), int(local[i])] for i in order],
                     mask_sizes=ks.tolist(), tokens_fed=int((ks + 1).sum()),
-                    groups={str(k): int((ks == k).sum()) for k in sorted(set(ks.tolist()))})
+                    groups={str(k): int((ks == k).sum()) for k in sorted(set(ks.tolist()))},
+                    class_histogram={str(c): k for c, k in sorted(hist.items()) if k})
         return normalise(pool_images[order], mean, std), masks, prov
 
     weights_by_bits: dict[int, dict] = {}

@@ -135,9 +135,12 @@ def test_images_budget(tmp_path, teacher, capsys):
     assert rc == 2 and "--images" in capsys.readouterr().err
     # two pools are concatenated
     pool2 = make_pool(str(tmp_path / "q.pt"), tprov, seed=1)
-    rc, m = distill(tmp_path, tpath, [pool, pool2], "--images", "30")
-    assert rc == 0 and m["images"] == 30 and m["images_available"] == 36 and len(m["pools"]) == 2
-    assert sum(m["label_counts"]) == 30
+    rc, m = distill(tmp_path, tpath, [pool, pool2], "--images", "20")
+    assert rc == 0 and m["images"] == 20 and m["images_available"] == 36 and len(m["pools"]) == 2
+    assert m["label_counts"] == [2] * 10  # balanced over the classes
+    # 3 of each class: classes 8 and 9 hold only 2 images each
+    rc, _ = distill(tmp_path, tpath, [pool, pool2], "--images", "30")
+    assert rc == 2 and "class 8 has 2 images" in capsys.readouterr().err
 
 
 def test_classes_filter(tmp_path, teacher, capsys):

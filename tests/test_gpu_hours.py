@@ -35,9 +35,9 @@ def test_table_for_the_paper_config(capsys):
     assert gh.main(["--config", str(ROOT / "config" / "paper.yaml"), "--measured", str(MEASURED)]) == 0
     out = capsys.readouterr().out
     rows = {line.split("|")[1].strip(): line.split("|")[2:4] for line in out.splitlines() if line.startswith("| ")}
-    # inversion jobs (every tag of a sweep in one): 6 CIFAR teachers x 3 seeds x 4 batches, 3 ImageNet
+    # inversion jobs (every tag of a sweep in one): 6 CIFAR teachers x 3 seeds x 23 batches, 3 ImageNet
     # teachers (quantisation only) x 3 seeds x 1 batch, and the two controls on one teacher x 3 seeds
-    assert int(rows["invert (main)"][0]) == 6 * 3 * 4 + 3 * 3
+    assert int(rows["invert (main)"][0]) == 6 * 3 * 23 + 3 * 3
     assert int(rows["invert (iso)"][0]) == int(rows["invert (oneclass)"][0]) == 3
     assert int(rows["teacher"][0]) == 9 and int(rows["distill (main)"][0]) == 6 * 3
     assert int(rows["quantize"][0]) == 3 * (3 + 1) and float(rows["quantize"][1]) > 0

@@ -123,7 +123,10 @@ def test_iso_compute_image_counts_equal_budget_over_cost_within_a_trajectory():
     ({"inversion.iterations": 1}, "inversion.iterations"),  # SMI's prune points do not fit
     ({"inversion.methods": ["dmi", "dmi"]}, "inversion.methods"),
     ({"inversion.methods": ["dmi", "pri_vx"]}, "inversion.methods"),
-    ({"quantize.calib_images": 40}, "quantize.calib_images"),
+    ({"quantize.calib_images": 400}, "quantize.calib_images"),  # more of a class than the pools hold
+    ({"quantize.calib_images": 10}, "quantize.calib_images"),  # not whole v = 4 trajectories
+    ({"distill.images": 30}, "distill.images"),  # not 4 images of every one of 10 classes
+    ({"distill.images": 80}, "distill.images"),  # 8 of each class: the pools hold 4
     ({"controls.one_class.class": 12}, "controls.one_class.class"),
     ({"efficiency.time_tags": ["dmi", "nope"]}, "efficiency.time_tags.1"),
 ])
@@ -176,3 +179,37 @@ def test_quantisation_baselines_take_their_own_draws():
     cfg = config("test.yaml", **{"quantize.draws": 3, "quantize.baseline_draws": None})
     base = Plan(cfg).quantize_baseline_job("digits", "t.pt", 1)
     assert base[base.index("--draws") + 1] == "3"
+
+
+def test_paper_counts_of_before_balancing_are_refused_with_the_count_that_works():
+    """config/paper.yaml's earlier counts (504 images of 4 jobs of 128) cannot give every CIFAR-100
+    class the same images in whole trajectories for v = 2, 4 and 7; the plan names the key and 2800."""
+    cfg = config("paper.yaml", **{"distill.images": 504})
+    with pytest.raises(PriError) as e:
+        Plan(cfg, check_inputs=False)
+    assert e.value.option == "distill.images" and "nearest that work: 2800" in e.value.message
+    cfg = config("paper.yaml", **{"inversion.batches": 4})
+    with pytest.raises(PriError) as e:
+        Plan(cfg, check_inputs=False)
+    assert e.value.option == "distill.images" and "raise inversion.images" in e.value.message
+    Plan(config("paper.yaml"), check_inputs=False)
+
+
+def test_every_method_of_a_seed_gets_the_same_class_histogram():
+    """benchmarks/class_balance.py deals each method's labels as pri invert does and selects as pri
+    distill and pri quantize do: the default's and paper.yaml's histograms are identical across
+    methods, every class covered for distillation."""
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.class_balance import histograms
+
+    for name in ("config.yaml", "paper.yaml"):
+        plan = Plan(config(name), check_inputs=False)
+        for tid in plan.active:
+            rows = histograms(plan, tid, plan.seeds[0])
+            for task in {r["task"] for r in rows}:
+                hs = {r["histogram"] for r in rows if r["task"] == task}
+                assert len(hs) == 1, (name, tid, task)
+                if task == "distill":
+                    assert min(hs.pop()) > 0, (name, tid)

@@ -123,7 +123,7 @@ def fmnist(tmp_path_factory):
     assert main(["teacher", "--epochs", "0.3", "--warmup", "0.05", "--limit-test", "2000", "--threads", "1",
                  "--no-progress", "--out", teacher]) == 0
     assert main(["invert", "--model", "vit_pico_patch4_28", "--checkpoint", teacher, "--method", "pri", "--v", "4",
-                 "--iterations", "40", "--batch", "32", "--threads", "1", "--no-progress", "--device", "cpu",
+                 "--iterations", "40", "--batch", "40", "--threads", "1", "--no-progress", "--device", "cpu",
                  "--out", pool]) == 0
     return teacher, pool, d
 
@@ -151,6 +151,9 @@ def test_w8a8_on_a_trained_teacher_pool_loses_little_noise_more(fmnist):
     assert drop["pool"] <= 0.03 and drop["real"] <= 0.03, drop
     assert drop["noise"] >= 0.03 and drop["noise"] >= drop["pool"] + 0.01, drop
     assert pm["rows"][0]["calibration"]["tokens_fed"] == sum(k + 1 for k in pm["rows"][0]["calibration"]["mask_sizes"])
+    # 32 images dealt in whole v = 4 trajectories: 8 classes of 4, as the real calibration's histogram
+    assert sorted(pm["rows"][0]["calibration"]["class_histogram"].values()) == [4] * 8
+    assert rm["rows"][0]["calibration"]["class_histogram"] == pm["rows"][0]["calibration"]["class_histogram"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,7 +170,7 @@ def digits(tmp_path_factory):
     return path, sha256_file(path), d
 
 
-def make_pool(path, teacher_sha, ks=(4, 5, 8), per_k=8, garbage=False, ledger=True):
+def make_pool(path, teacher_sha, ks=(4, 5, 8), per_k=8, garbage=False, ledger=True, classes=10):
     """A pool in pri invert's format: dim kept pixels (0..127), exactly 0 outside the mask, or with ``garbage``
     bright pixels (200..255) outside it."""
     g = torch.Generator().manual_seed(0)
@@ -182,7 +185,7 @@ def make_pool(path, teacher_sha, ks=(4, 5, 8), per_k=8, garbage=False, ledger=Tr
     images = torch.randint(0, 128, (len(masks), 1, 8, 8), generator=g, dtype=torch.uint8)
     outside = torch.randint(200, 256, images.shape, generator=g, dtype=torch.uint8) if garbage else 0
     images = torch.where(inside, images, outside).to(torch.uint8)
-    pool = {"images": images, "masks": masks, "labels": torch.arange(len(masks)) % 10,
+    pool = {"images": images, "masks": masks, "labels": torch.arange(len(masks)) % classes,
             "trajectory": torch.arange(len(masks)), "stage": torch.zeros(len(masks), dtype=torch.int64)}
     if ledger:
         pool["ledger"] = {"method": "pri", "v": 4, "seed": 0, "teacher": {"model": DIGITS, "sha256": teacher_sha}}
@@ -192,9 +195,10 @@ def make_pool(path, teacher_sha, ks=(4, 5, 8), per_k=8, garbage=False, ledger=Tr
 
 def test_sparse_calibration_reads_only_the_kept_patches(digits):
     teacher, sha, d = digits
-    clean = make_pool(d / "clean.pt", sha)
-    dirty = make_pool(d / "dirty.pt", sha, garbage=True)
-    args = ["--teacher", teacher, "--calib-images", "24", "--w-bits", "8", "4", "--a-bits", "8"]
+    clean = make_pool(d / "clean.pt", sha, classes=8)  # 3 images of each of classes 0..7: all 24 calibrate
+    dirty = make_pool(d / "dirty.pt", sha, garbage=True, classes=8)
+    args = ["--teacher", teacher, "--calib-images", "24", "--w-bits", "8", "4", "--a-bits", "8", "--classes",
+            *map(str, range(8))]
     m = {(p, mode): quantize(d / f"{p}_{mode}.json", *args, "--pool", path, "--pre-gather", mode)
          for p, path in (("clean", clean), ("dirty", dirty)) for mode in ("sparse", "dense")}
     cal = m["clean", "sparse"]["calibrations"][0]
