@@ -83,7 +83,7 @@ def test_dry_run_of_the_paper_config_with_its_files_plans_quantisation_and_contr
     assert r.returncode == 0, r.stderr[-3000:]
     jobs = _jobs(r.stdout + r.stderr)
     assert jobs["teacher"] == 9 and jobs["quantize"] == 3 * 3 and jobs["quantize_baseline"] == 3
-    assert jobs["invert_main"] == 6 * 3 * 4 + 3 * 3 and jobs["distill_main"] == 6 * 3
+    assert jobs["invert_main"] == 6 * 3 * 23 + 3 * 3 and jobs["distill_main"] == 6 * 3  # 23 jobs: 2800 balanced images
     assert jobs["invert_iso"] == jobs["invert_oneclass"] == 3 and jobs["distill_oneclass"] == 3
 
 
