@@ -127,6 +127,7 @@ def test_iso_compute_image_counts_equal_budget_over_cost_within_a_trajectory():
     ({"quantize.calib_images": 10}, "quantize.calib_images"),  # not whole v = 4 trajectories
     ({"distill.images": 30}, "distill.images"),  # not 4 images of every one of 10 classes
     ({"distill.images": 80}, "distill.images"),  # 8 of each class: the pools hold 4
+    ({"teachers.digits.classes": [0, 1]}, "teachers.digits.classes"),  # a teacher that distils inverts every class
     ({"controls.one_class.class": 12}, "controls.one_class.class"),
     ({"efficiency.time_tags": ["dmi", "nope"]}, "efficiency.time_tags.1"),
 ])
@@ -213,3 +214,23 @@ def test_every_method_of_a_seed_gets_the_same_class_histogram():
                 assert len(hs) == 1, (name, tid, task)
                 if task == "distill":
                     assert min(hs.pop()) > 0, (name, tid)
+
+
+def test_a_quantise_only_teacher_inverts_its_classes_and_calibrates_on_them():
+    cfg = config("test.yaml", **{"teachers.digits.tasks": ["quantize"], "teachers.digits.classes": [2, 5],
+                                 "quantize.calib_images": 16})
+    plan = Plan(cfg, check_inputs=False)
+    assert plan.sweep("digits", "main").classes == (2, 5)
+    args = plan.invert_args("digits", "main", "pri_v4", 0, 0)
+    assert args[args.index("--classes") + 1:args.index("--classes") + 3] == ["2", "5"]
+    q = plan.quantize_args("digits", 0)
+    assert q[q.index("--classes") + 1:q.index("--classes") + 3] == ["2", "5"]
+    assert q[q.index("--balance-unit") + 1] == "4"
+    with pytest.raises(PriError) as e:  # 2 classes x 40 images: 20 of each, not 24
+        Plan(config("test.yaml", **{"teachers.digits.tasks": ["quantize"], "teachers.digits.classes": [2, 5],
+                                    "quantize.calib_images": 48}), check_inputs=False)
+    assert e.value.option == "quantize.calib_images"
+    with pytest.raises(PriError) as e:
+        Plan(config("test.yaml", **{"teachers.digits.tasks": ["quantize"], "teachers.digits.classes": [2, 12]}),
+             check_inputs=False)
+    assert e.value.option == "teachers.digits.classes"
