@@ -320,6 +320,32 @@ def _imagefolder_split(root: str, split: str) -> str | None:
     return next((os.path.join(root, c) for c in cands if os.path.isdir(os.path.join(root, c))), None)
 
 
+class CorruptImage(Exception):
+    """An image of an image folder that cannot be decoded; its message is one line naming the file."""
+
+
+def read_image(path: str):
+    """torchvision's image loader (PIL, RGB), failing with CorruptImage in one line that names the file
+    and what is wrong instead of PIL's traceback wherever the file is first read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with open(path, "rb") as f:
+            return Image.open(f).convert("RGB")
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, EOFError, zlib.error ... by format
+        what = " ".join(str(e).split()) or type(e).__name__
+        if isinstance(e, UnidentifiedImageError):
+            what = "an empty file" if os.path.getsize(path) == 0 else "not a known image format, or a damaged header"
+        raise CorruptImage(f"{path}: not a readable image ({what}); replace or remove the file") from None
+
+
+def corrupt_image_line(e: Exception) -> str:
+    """The one line of a CorruptImage, also when a DataLoader worker re-raised it with its traceback."""
+    prefix = f"{CorruptImage.__module__}.{CorruptImage.__qualname__}: "
+    lines = [ln[len(prefix):] for ln in str(e).splitlines() if ln.startswith(prefix)]
+    return lines[-1] if lines else str(e).strip().splitlines()[-1]
+
+
 class _UnitFloat:
     """timm's un-normalised transform yields uint8 [C, H, W]; the suite's images are float in [0, 1]."""
 
@@ -343,7 +369,7 @@ def _load_imagefolder(root: str, split: str, option: str, img_size: int):
     tf = _UnitFloat(transforms_imagenet_eval(img_size=int(img_size), crop_pct=0.875, interpolation="bicubic",
                                              normalize=False))
     try:
-        ds = ImageFolder(d, transform=tf)
+        ds = ImageFolder(d, transform=tf, loader=read_image)
     except (FileNotFoundError, RuntimeError) as e:  # no class folders, or no image in them
         raise _missing("imagefolder", split, [d + "/<class>/<image>"], option, " (no images in class folders)") from e
     listing = hashlib.sha256("".join(f"{os.path.relpath(p, d)}\t{c}\n" for p, c in ds.samples).encode())
@@ -498,8 +524,10 @@ def prepare(x: torch.Tensor, img_size: int | None, mean, std) -> torch.Tensor:
     return (x - m) / s
 
 
-def batches(images, labels: torch.Tensor, batch: int, order: torch.Tensor | None = None, num_workers: int = 0):
-    """Yield (x float [B, C, H, W] in [0, 1], y int64) from a tensor or a lazy Dataset, in ``order``."""
+def batches(images, labels: torch.Tensor, batch: int, order: torch.Tensor | None = None, num_workers: int = 0,
+            option: str = "--data-root"):
+    """Yield (x float [B, C, H, W] in [0, 1], y int64) from a tensor or a lazy Dataset, in ``order``; an
+    image that cannot be decoded raises PriError(option) in one line naming the file."""
     n = len(labels)
     order = torch.arange(n) if order is None else order
     if isinstance(images, torch.Tensor):
@@ -509,5 +537,8 @@ def batches(images, labels: torch.Tensor, batch: int, order: torch.Tensor | None
         return
     sub = torch.utils.data.Subset(images, order.tolist())
     loader = torch.utils.data.DataLoader(sub, batch_size=batch, shuffle=False, num_workers=num_workers)
-    for x, y in loader:
-        yield x, torch.as_tensor(y, dtype=torch.int64)
+    try:
+        for x, y in loader:
+            yield x, torch.as_tensor(y, dtype=torch.int64)
+    except CorruptImage as e:
+        raise PriError(option, corrupt_image_line(e)) from None

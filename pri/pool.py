@@ -27,9 +27,9 @@ def load_pool(path: str, option: str = "--pool") -> dict:
         raise PriError(option, f"{path} is not a pool: it needs the keys {', '.join(REQUIRED)} (written by pri invert)")
     imgs, masks, labels = pool["images"], pool["masks"], pool["labels"]
     if not (isinstance(imgs, torch.Tensor) and imgs.dtype == torch.uint8 and imgs.ndim == 4):
-        raise PriError(option, f"{path}: images must be uint8 [M, C, H, W]")
+        raise PriError(option, f"{path}: images must be uint8 [M, C, H, W], not {_describe(imgs)}")
     if not (isinstance(masks, torch.Tensor) and masks.dtype == torch.bool and masks.ndim == 2):
-        raise PriError(option, f"{path}: masks must be bool [M, N]")
+        raise PriError(option, f"{path}: masks must be bool [M, N], not {_describe(masks)}")
     if not (isinstance(labels, torch.Tensor) and labels.ndim == 1):
         raise PriError(option, f"{path}: labels must be a 1-D tensor")
     if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
@@ -41,10 +41,30 @@ def load_pool(path: str, option: str = "--pool") -> dict:
         raise PriError(option, f"{path} holds no images: invert at least one (pri invert --batch)")
     if int(masks.sum(1).min()) < 1:
         raise PriError(option, f"{path}: an image has an empty mask")
+    for key, shape in (("trajectory", (len(imgs),)), ("stage", (len(imgs),)), ("updates", tuple(masks.shape))):
+        _check_integer(pool, key, shape, path, option)
     pool["labels"] = labels.long()
     if not isinstance(pool.get("ledger"), dict):
         pool["ledger"] = {}
     return pool
+
+
+def _describe(t) -> str:
+    return f"{t.dtype} {list(t.shape)}".replace("torch.", "") if isinstance(t, torch.Tensor) else type(t).__name__
+
+
+def _check_integer(pool: dict, key: str, shape: tuple, path: str, option: str) -> None:
+    """An optional per-image field of a pool: absent, or an integer tensor of ``shape``."""
+    if key not in pool:
+        return
+    t, want = pool[key], " x ".join(str(n) for n in shape)
+    if not isinstance(t, torch.Tensor):
+        raise PriError(option, f"{path}: {key} must be an integer tensor [{want}], not {type(t).__name__}")
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise PriError(option, f"{path}: {key} must hold integers, not {t.dtype}; a pool written by pri invert "
+                       "has integer fields: write it again")
+    if tuple(t.shape) != shape:
+        raise PriError(option, f"{path}: {key} has shape {list(t.shape)}, the pool's images need [{want}]")
 
 
 def pool_teacher_sha(pool: dict) -> str | None:

@@ -170,3 +170,66 @@ def test_pickle_in_a_pool_is_refused_without_running_it(files, capsys):
     with open(files / "evil.pt", "rb"):  # the file would run code with an unsafe loader
         pass
     assert pickle is not None
+
+
+BAD_POOL_FIELDS = {
+    "images float": ("images", lambda t: t.float() / 255),
+    "masks uint8": ("masks", lambda t: t.to(torch.uint8)),
+    "labels float": ("labels", lambda t: t.double() + 0.5),
+    "trajectory float": ("trajectory", lambda t: t.float()),
+    "stage too short": ("stage", lambda t: t[:-1]),
+    "updates float": ("updates", lambda t: t.float()),
+    "trajectory a list": ("trajectory", lambda t: t.tolist()),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_POOL_FIELDS))
+def test_a_pool_with_a_wrong_dtype_is_one_line_naming_the_field(case, files, tmp_path, capsys):
+    key, change = BAD_POOL_FIELDS[case]
+    pool = torch.load(files / "pool.pt", weights_only=True)
+    pool[key] = change(pool[key])
+    torch.save(pool, tmp_path / "bad.pt")
+    for argv in (["distill", "--teacher", str(files / "teacher.pt"), "--steps", "2"],
+                 ["quantize", "--teacher", str(files / "teacher.pt"), "--calib-images", "4"]):
+        rc = main(argv + ["--pool", str(tmp_path / "bad.pt"), "--out", str(tmp_path / "out.json")])
+        lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+        assert rc == 2 and len(lines) == 1 and "error: --pool:" in lines[0] and key in lines[0], lines
+        assert str(tmp_path / "bad.pt") in lines[0] and sorted(os.listdir(tmp_path)) == ["bad.pt"]
+
+
+def _image_tree(root, corrupt, where):
+    """Two classes of 12-px PNGs under train/ and val/, one of them damaged by ``corrupt``."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for c in ("cat", "dog"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(root / split / c / f"{i}.png")
+    bad = root / where / "dog" / "2.png"
+    bad.write_bytes(corrupt(bad.read_bytes()))
+    return bad
+
+
+CORRUPT = {"garbage": lambda b: b"\x89PNG\r\n\x1a\n" + b"garbage" * 20, "truncated": lambda b: b[:len(b) // 2],
+           "empty": lambda b: b""}
+
+
+@pytest.mark.parametrize("kind,where,workers", [("garbage", "train", 0), ("truncated", "train", 1),
+                                                ("empty", "val", 0)])
+def test_a_corrupt_image_is_one_line_naming_the_file(kind, where, workers, tmp_path, capsys):
+    """Not PIL's traceback from the middle of training (or of a DataLoader worker): one line naming
+    the file, and no output."""
+    bad = _image_tree(tmp_path / "data", CORRUPT[kind], where)
+    out = tmp_path / "out"
+    out.mkdir()
+    rc = main(["teacher", "--dataset", "imagefolder", "--data-root", str(tmp_path / "data"), "--model",
+               "vit_pico_patch2_8", "--epochs", "1", "--batch", "4", "--workers", str(workers), "--threads", "1",
+               "--device", "cpu", "--no-progress", "--out", str(out / "t.pt"), "--metrics", str(out / "t.json")])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("pri teacher: error: --data-root: ") and f"{bad}: not a readable image" in lines[0]
+    assert os.listdir(out) == []
