@@ -309,6 +309,15 @@ def run(args) -> int:
     return 0
 
 
+def _checkpoint_ref(args) -> str:
+    """The checkpoint a metrics file describes: the one written, relative to the metrics file's folder
+    (no output path in an output: the same work gives the same bytes wherever it is written), or the
+    absolute path of the one evaluated."""
+    if not args.out:
+        return os.path.abspath(args.checkpoint)
+    return os.path.relpath(os.path.abspath(args.out), os.path.dirname(os.path.abspath(args.metrics)))
+
+
 def write_outputs(args, model, ev, test_meta, recipe, train_data, loaded, mean, std, device, steps, timing) -> None:
     """The checkpoint (--out) and the metrics (--metrics): the same work gives the same bytes, the
     seconds go to each output's timing side file (``timing()`` gives them)."""
@@ -337,7 +346,7 @@ def write_outputs(args, model, ev, test_meta, recipe, train_data, loaded, mean, 
     if args.metrics:
         atomic_write_json(args.metrics, {
             "top1": ev["top1"], "top5": ev["top5"], "per_class": ev["per_class"], "test_images": ev["num_images"],
-            "checkpoint": os.path.abspath(args.out) if args.out else os.path.abspath(args.checkpoint),
+            "checkpoint": _checkpoint_ref(args),
             "sha256": sha if sha else sha256_file(args.checkpoint), "weights_sha256": provenance["weights_sha256"],
             "model": args.model, "dataset": args.dataset, "recipe": recipe, "steps": steps,
             "mean": mean, "std": std, "versions": versions(), "device": device_name(device), "seed": args.seed,
