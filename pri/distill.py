@@ -232,30 +232,25 @@ class Synthetic:
 
 
 def check_options(args) -> None:
-    for opt, val in (("--steps", args.steps), ("--batch", args.batch), ("--eval-batch", args.eval_batch)):
-        if val < 1:
-            raise PriError(opt, f"must be >= 1, got {val}")
+    from . import checks
+    from .checks import option_of
+
+    for opt in ("steps", "batch", "eval_batch"):
+        checks.integer(getattr(args, opt), option_of(opt), 1)
     if args.kd_runs < 0 or (args.kd_runs == 0 and args.probe_runs == 0):
         raise PriError("--kd-runs", f"must be >= 1, or 0 with --probe-runs >= 1 (the verdict student alone), got "
                        f"{args.kd_runs} with --probe-runs {args.probe_runs}")
     if args.kd_runs == 0 and args.student_out:
         raise PriError("--student-out", "--kd-runs 0 trains no student to write: give --kd-runs 1 or drop --student-out")
-    if args.images is not None and args.images < 1:
-        raise PriError("--images", f"must be >= 1, got {args.images}")
-    if args.probe_runs < 0:
-        raise PriError("--probe-runs", f"must be >= 0 (0: no verdict student), got {args.probe_runs}")
-    if not args.probe_l2 >= 0 or not np.isfinite(args.probe_l2):
-        raise PriError("--probe-l2", f"must be a finite number >= 0, got {args.probe_l2}")
-    for opt, val in (("--lr", args.lr), ("--temperature", args.temperature),
-                     ("--probe-temperature", args.probe_temperature)):
-        if not val > 0 or not np.isfinite(val):
-            raise PriError(opt, f"must be a finite number > 0, got {val}")
-    for opt in ("weight_decay", "momentum", "warmup", "grad_clip", "eval_every", "augment_shift"):
-        v = getattr(args, opt)
-        if not v >= 0 or not np.isfinite(v):
-            raise PriError("--" + opt.replace("_", "-"), f"must be a finite number >= 0, got {v}")
-    if args.limit_test is not None and args.limit_test < 1:
-        raise PriError("--limit-test", f"must be >= 1, got {args.limit_test}")
+    for opt in ("images", "limit_test"):
+        if getattr(args, opt) is not None:
+            checks.integer(getattr(args, opt), option_of(opt), 1)
+    for opt in ("probe_runs", "warmup", "eval_every", "augment_shift"):
+        checks.integer(getattr(args, opt), option_of(opt), 0)
+    for opt in ("lr", "temperature", "probe_temperature"):
+        checks.positive(getattr(args, opt), option_of(opt))
+    for opt in ("probe_l2", "weight_decay", "momentum", "grad_clip"):
+        checks.non_negative(getattr(args, opt), option_of(opt))
     if args.head_only and not args.student_checkpoint:
         raise PriError("--head-only", "training only a new head needs a pretrained student: give --student-checkpoint")
     from .io import check_distinct, check_seed, check_writable

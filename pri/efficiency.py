@@ -210,16 +210,15 @@ def run(args) -> int:
     set_threads(args.threads)
     what = resolve_what(args.what)
     check_seed(args.seed)
-    for opt in ("steps", "warmup", "repeats"):
-        if getattr(args, opt) < (0 if opt == "warmup" else 1):
-            raise PriError("--" + opt, f"must be >= {0 if opt == 'warmup' else 1}, got {getattr(args, opt)}")
+    from .checks import integer
+
+    for opt in ("steps", "warmup", "repeats", "iterations", "batch"):
+        integer(getattr(args, opt), "--" + opt, 0 if opt == "warmup" else 1)
     check_distinct({"--out": args.out}, {"--checkpoint": args.checkpoint})
     check_writable(args.out, "--out")
     from .models import load_model
     from .vit import num_patches
 
-    if args.iterations < 1:
-        raise PriError("--iterations", f"must be >= 1 (got {args.iterations})")
     teacher = load_model(args.model, args.checkpoint, num_classes=args.num_classes, img_size=args.img_size)
     schedules = schedules_from_args(args, num_patches(teacher.model))
     dev = resolve_device(args.device)

@@ -9,7 +9,6 @@ device, versions, seed, teacher provenance). Every option is checked before any 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 
 import torch
@@ -56,18 +55,15 @@ def check_options(args) -> None:
     for opt in ("seed", "label_seed"):
         if getattr(args, opt) is not None:
             check_seed(getattr(args, opt), "--" + opt.replace("_", "-"))
-    if not (math.isfinite(args.lr) and args.lr > 0):
-        raise PriError("--lr", f"must be a finite number > 0, got {args.lr}")
-    if not (math.isfinite(args.tv_weight) and args.tv_weight >= 0):
-        raise PriError("--tv-weight", f"must be a finite number >= 0, got {args.tv_weight}")
-    if not (math.isfinite(args.jitter) and 0 <= args.jitter < 0.5):
-        raise PriError("--jitter", f"must lie in [0, 0.5) (a fraction of the image side), got {args.jitter}")
-    if args.iterations < 1:
-        raise PriError("--iterations", f"must be >= 1, got {args.iterations}")
-    if args.batch < 1:
-        raise PriError("--batch", f"must be >= 1, got {args.batch}")
-    if args.num_classes is not None and args.num_classes < 2:
-        raise PriError("--num-classes", f"must be >= 2, got {args.num_classes}")
+    from . import checks
+
+    checks.positive(args.lr, "--lr")
+    checks.non_negative(args.tv_weight, "--tv-weight")
+    checks.number(args.jitter, "--jitter", 0, 0.5, hi_open=True)  # a fraction of the image side
+    checks.integer(args.iterations, "--iterations", 1)
+    checks.integer(args.batch, "--batch", 1)
+    if args.num_classes is not None:
+        checks.integer(args.num_classes, "--num-classes", 2)
     if args.parts < 1 or not 0 <= args.part < args.parts:
         raise PriError("--part", f"must lie in [0, --parts) = [0, {args.parts}), got {args.part}")
     from .io import check_distinct

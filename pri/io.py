@@ -10,10 +10,8 @@ import tempfile
 
 import torch
 
+from .checks import SEED_MAX
 from .errors import PriError
-
-
-SEED_MAX = 2**63 - 1
 
 
 def derive_seed(*parts) -> int:
@@ -26,8 +24,9 @@ def derive_seed(*parts) -> int:
 
 
 def check_seed(seed: int, option: str = "--seed") -> None:
-    if not 0 <= int(seed) <= SEED_MAX:
-        raise PriError(option, f"must be an integer in [0, 2^63 - 1], got {seed}")
+    from .checks import seed as check
+
+    check(seed, option)
 
 
 def resolve_device(device: str) -> torch.device:

@@ -383,13 +383,13 @@ def check_options(args) -> list[tuple[int, int]]:
     """Every option that can be checked before any work; returns the (w_bits, a_bits) settings."""
     from .io import check_distinct, check_seed, check_writable
 
+    from .checks import integer, option_of
+
     settings = settings_of(args.w_bits, args.a_bits)
-    for opt, val in (("--calib-images", args.calib_images), ("--draws", args.draws), ("--eval-batch", args.eval_batch)):
-        if val < 1:
-            raise PriError(opt, f"must be >= 1, got {val}")
+    for opt in ("calib_images", "draws", "eval_batch", "limit_test", "balance_unit"):
+        if getattr(args, opt) is not None:
+            integer(getattr(args, opt), option_of(opt), 1)
     check_seed(args.seed)
-    if args.limit_test is not None and args.limit_test < 1:
-        raise PriError("--limit-test", f"must be >= 1, got {args.limit_test}")
     if args.calibration == "pool" and not args.pool:
         raise PriError("--pool", "--calibration pool needs pool files: give --pool PATH ... (or --calibration noise "
                        "or real)")

@@ -140,18 +140,18 @@ def check_options(args) -> None:
         raise PriError("--init-checkpoint", "give either --checkpoint (evaluate) or --init-checkpoint (fine-tune), not both")
     if not args.checkpoint and not args.out:
         raise PriError("--out", "training needs --out PATH for the checkpoint (or pass --checkpoint to evaluate only)")
-    for opt, val in (("--epochs", args.epochs), ("--lr", args.lr)):
-        if not (val > 0 and math.isfinite(val)):
-            raise PriError(opt, f"must be a finite number > 0, got {val}")
-    for opt, val in (("--batch", args.batch), ("--eval-batch", args.eval_batch)):
-        if val < 1:
-            raise PriError(opt, f"must be >= 1, got {val}")
-    for opt in ("weight_decay", "warmup", "crop_pad", "grad_clip", "workers"):
-        val = getattr(args, opt)
-        if not (math.isfinite(val) and val >= 0):
-            raise PriError("--" + opt.replace("_", "-"), f"must be a finite number >= 0, got {val}")
-    if not (math.isfinite(args.label_smoothing) and 0.0 <= args.label_smoothing < 1.0):
-        raise PriError("--label-smoothing", f"must be in [0, 1), got {args.label_smoothing}")
+    from . import checks
+    from .checks import option_of
+
+    for opt in ("epochs", "lr"):
+        checks.positive(getattr(args, opt), option_of(opt))
+    for opt in ("weight_decay", "warmup", "grad_clip"):
+        checks.non_negative(getattr(args, opt), option_of(opt))
+    for opt, lo in (("batch", 1), ("eval_batch", 1), ("crop_pad", 0), ("workers", 0), ("num_classes", 2),
+                    ("limit_train", 1), ("limit_test", 1)):
+        if getattr(args, opt) is not None:
+            checks.integer(getattr(args, opt), option_of(opt), lo)
+    checks.number(args.label_smoothing, "--label-smoothing", 0, 1, hi_open=True)
     from .io import check_distinct, check_seed, check_writable
 
     check_seed(args.seed)

@@ -1,0 +1,88 @@
+"""Range checks of numbers, shared by the commands' options (``check_options``) and the workflow
+config's keys (pri.config): a value is a finite number (or an integer) within its bounds, or a
+PriError naming the option or key, e.g. ``--lr: must be a finite number > 0, got nan``."""
+from __future__ import annotations
+
+import math
+from numbers import Integral, Real
+
+from .errors import PriError
+
+SEED_MAX = 2**63 - 1
+
+
+def option_of(dest: str) -> str:
+    """The command-line option of an argparse ``dest`` (or of a config key): grad_clip -> --grad-clip."""
+    return "--" + dest.replace("_", "-")
+
+
+def _show(x) -> str:
+    return "2^63 - 1" if x == SEED_MAX else str(x)
+
+
+def describe(lo=None, hi=None, lo_open: bool = False, hi_open: bool = False) -> str:
+    """The range in words: ``> 0``, ``>= 2``, ``<= 16``, ``in [0, 1)``; empty when unbounded."""
+    if lo is not None and hi is not None:
+        return f"in {'(' if lo_open else '['}{_show(lo)}, {_show(hi)}{')' if hi_open else ']'}"
+    if lo is not None:
+        return f"{'>' if lo_open else '>='} {_show(lo)}"
+    if hi is not None:
+        return f"{'<' if hi_open else '<='} {_show(hi)}"
+    return ""
+
+
+def range_error(value, integer: bool = False, lo=None, hi=None, lo_open: bool = False,
+                hi_open: bool = False) -> str | None:
+    """Why ``value`` is not a finite number (an integer with ``integer``) in the range, or None."""
+    what = "an integer" if integer else "a finite number"
+    bounds = describe(lo, hi, lo_open, hi_open)
+    wrong = f"must be {what}{' ' + bounds if bounds else ''}, got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, Integral if integer else Real):
+        return wrong
+    if not integer and not math.isfinite(value):
+        return wrong
+    if lo is not None and (value <= lo if lo_open else value < lo):
+        return wrong
+    if hi is not None and (value >= hi if hi_open else value > hi):
+        return wrong
+    return None
+
+
+def number(value, name: str, lo=None, hi=None, lo_open: bool = False, hi_open: bool = False) -> float:
+    """``value`` if it is a finite number in the range, else a PriError naming ``name``."""
+    why = range_error(value, False, lo, hi, lo_open, hi_open)
+    if why:
+        raise PriError(name, why)
+    return value
+
+
+def positive(value, name: str) -> float:
+    return number(value, name, lo=0, lo_open=True)
+
+
+def non_negative(value, name: str) -> float:
+    return number(value, name, lo=0)
+
+
+def integer(value, name: str, lo=None, hi=None) -> int:
+    """``value`` if it is an integer in [lo, hi], else a PriError naming ``name``."""
+    why = range_error(value, True, lo, hi)
+    if why:
+        raise PriError(name, why)
+    return value
+
+
+def seed(value, name: str = "--seed") -> int:
+    """A seed: an integer in [0, 2^63 - 1] (torch's generators take no more)."""
+    return integer(value, name, 0, SEED_MAX)
+
+
+def schema_bounds(schema: dict) -> dict:
+    """The range of a JSON-schema number (minimum, exclusiveMinimum, ...) as ``range_error``'s keywords."""
+    out = {}
+    for side, incl, excl in (("lo", "minimum", "exclusiveMinimum"), ("hi", "maximum", "exclusiveMaximum")):
+        if excl in schema:
+            out[side], out[f"{side}_open"] = schema[excl], True
+        elif incl in schema:
+            out[side] = schema[incl]
+    return out
