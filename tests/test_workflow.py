@@ -97,7 +97,10 @@ def test_dry_run_of_the_paper_config_with_its_files_plans_quantisation_and_contr
     ({"inversion.images": 3}, "config key inversion.images"),
     ({"distill.images": 99}, "config key distill.images"),
     ({"inversion.iterations": 1}, "config key inversion.iterations"),
-    ({"inversion.seeds": [0, -1]}, "config key inversion.seeds.1: -1 is less than the minimum of 0"),
+    ({"inversion.seeds": [0, -1]}, "config key inversion.seeds.1: must be an integer in [0, 2^63 - 1], got -1"),
+    ({"inversion.tv_weight": float("nan")}, "config key inversion.tv_weight: must be a finite number >= 0, got nan"),
+    ({"run": ".."}, "config key run: '..' does not match"),
+    ({"teachers.digits.num_classes": 5}, "config key teachers.digits.num_classes: "),
     ({"efficiency.models": ["deit_tiny_patch16_224", "nope_vit"]}, "config key efficiency.models.1: unknown model"),
 ])
 def test_config_mistakes_stop_the_dry_run_in_one_line(tmp_path, change, needle):
@@ -252,3 +255,51 @@ def test_tiny_config_end_to_end_interrupted_and_resumed(tmp_path):
     assert all((tmp_path / f).stat().st_mtime_ns != t for f, t in stamps.items()), "the job was not redone"
     new = json.loads(metrics.read_text())
     assert new["top1"] == old["top1"] and new["top1_runs"] == old["top1_runs"]
+
+
+def _tree(root: Path) -> set:
+    return {str(p.relative_to(root)) for p in (root / "results").rglob("*") if p.is_file()}
+
+
+@pytest.mark.slow
+def test_kill_9_of_snakemake_and_resume_as_the_readme_says(tmp_path):
+    """SIGKILL to Snakemake's whole process group once the first pool exists (its lock and the
+    incomplete markers stay), then the README's resume: the same command is refused by the lock;
+    `snakemake --unlock`, then the same command with --rerun-incomplete completes. The finished
+    teacher is kept, and the results hold the same files as an uninterrupted run, the same bytes
+    for the teacher and every pool."""
+    cfg = config_dict("test.yaml", **{"inversion.methods": ["dmi", "smi_v2", "pri_v2"], "quantize.enabled": False,
+                                      "efficiency.enabled": False, "controls.iso_compute.budgets": [],
+                                      "controls.one_class.class": None, "teachers.digits.train.epochs": 2})
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    for d in (whole, killed):
+        d.mkdir()
+        (d / "config.yaml").write_text(yaml.safe_dump(cfg))
+    run = ["--cores", "2", "--configfile", "config.yaml"]
+    r = snakemake(run, whole, timeout=1800)
+    assert r.returncode == 0, r.stderr[-3000:]
+
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), *run]
+    with open(tmp_path / "killed.log", "w") as f:
+        p = subprocess.Popen(cmd, cwd=killed, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    ceiling, pools = time.time() + 1200, killed / "results" / "test" / "pools"
+    while time.time() < ceiling and p.poll() is None and not list(pools.rglob("*.pt")):
+        time.sleep(0.2)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait(timeout=60)
+    assert p.returncode == -signal.SIGKILL and list(pools.rglob("*.pt")), (tmp_path / "killed.log").read_text()[-3000:]
+    teacher = killed / "results" / "test" / "teachers" / "digits" / "teacher.pt"
+    stamp = teacher.stat().st_mtime_ns
+
+    r = snakemake(run + ["--rerun-incomplete"], killed)
+    assert r.returncode != 0 and "LockException" in r.stdout + r.stderr, r.stdout[-2000:] + r.stderr[-2000:]
+    r = snakemake(["--unlock"], killed)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = snakemake(run + ["--rerun-incomplete"], killed, timeout=1800)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+    assert teacher.stat().st_mtime_ns == stamp, "the finished teacher job was redone"
+    assert _tree(killed) == _tree(whole)
+    assert not list((killed / "results").rglob("*.part"))
+    for rel in sorted(f for f in _tree(whole) if f.endswith(".pt")):
+        assert (killed / rel).read_bytes() == (whole / rel).read_bytes(), f"{rel} differs from the uninterrupted run's"
