@@ -5,6 +5,7 @@ import argparse
 import html
 import json
 import os
+import sys
 
 import pandas as pd
 
@@ -82,7 +83,12 @@ def main(argv=None) -> int:
     ap.add_argument("--quantize", nargs="*", default=[], help="quantisation JSONs")
     ap.add_argument("--data", default="{}", help="JSON: teacher -> {dataset, data_root} (real images for the grid)")
     a = ap.parse_args(argv)
-    missing, ccfg = json.loads(a.missing), json.loads(a.claims_config)
+    try:
+        missing, ccfg, data = (_json_option(getattr(a, k), "--" + k.replace("_", "-"), t)
+                               for k, t in (("missing", list), ("claims_config", dict), ("data", dict)))
+    except ValueError as e:
+        print(f"python -m analysis: error: {e}", file=sys.stderr)
+        return 2
     level = float(ccfg.get("level", 0.95))
     os.makedirs(os.path.join(a.out, "tables"), exist_ok=True)
     os.makedirs(os.path.join(a.out, "plots"), exist_ok=True)
@@ -99,9 +105,20 @@ def main(argv=None) -> int:
     claims = C.table(rows)
     atomic_write_text(os.path.join(a.out, "claims.csv"), claims.to_csv(index=False))
     write_tables(d, claims, missing, why, a.out)
-    draw(d, claims, why, a.out, level, json.loads(a.data))
+    draw(d, claims, why, a.out, level, data)
     print(C.summary(claims).to_string(index=False))
     return 0
+
+
+def _json_option(text: str, option: str, kind: type):
+    """The JSON value of an option, or a ValueError naming the option (one line, no traceback)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{option}: not JSON ({e.msg} at character {e.pos}): {text[:80]!r}") from None
+    if not isinstance(value, kind):
+        raise ValueError(f"{option}: give a JSON {'list' if kind is list else 'object'}, got {text[:80]!r}")
+    return value
 
 
 def with_intervals(d: dict, level: float) -> dict:

@@ -81,6 +81,7 @@ class Plan:
                 if t not in self.teachers:
                     raise PriError(f"controls.{name}.teachers.{i}", f"no teacher {t!r} (teachers: "
                                    f"{', '.join(self.teachers)})")
+        self._check_cross_keys()
         self._sweeps = {}
         for tid, t in self.teachers.items():
             wanted = list(t.get("tasks") or TASKS)
@@ -94,6 +95,60 @@ class Plan:
         self._check_scratch_seeds()
 
     # ---------------------------------------------------------------------------------- checks
+    def _check_cross_keys(self) -> None:
+        """What no key can say alone, found when planning and named by config key: each teacher's
+        model, image size, head and dataset fit together, each student cuts the teacher's images
+        into the same patches, and no (w_bits, a_bits) setting is given twice."""
+        for tid in self.teachers:
+            self._check_teacher_model(tid)
+        if self.quant.get("enabled"):
+            from .quantize import settings_of
+
+            keys = {"--w-bits": "quantize.w_bits", "--a-bits": "quantize.a_bits"}
+            try:
+                settings_of([int(b) for b in self.quant["w_bits"]], [int(b) for b in self.quant["a_bits"]])
+            except PriError as e:
+                raise PriError(keys.get(e.option, "quantize.w_bits"), _in_config_words(e.message, keys)) from e
+
+    def _check_teacher_model(self, tid: str) -> None:
+        from .cost import dims_of
+        from .data import dataset_info
+        from .models import known_model
+
+        t, key = self.teachers[tid], f"teachers.{tid}"
+        if not known_model(t["model"]):
+            return  # _missing_for_teacher names it with the models it knows
+        keys = {"--model": f"{key}.model", "--img-size": f"{key}.img_size", "--num-classes": f"{key}.num_classes"}
+        try:
+            d = dims_of(t["model"], img_size=t.get("img_size"), num_classes=t.get("num_classes"))
+        except PriError as e:
+            raise PriError(keys.get(e.option, f"{key}.model"), _in_config_words(e.message, keys)) from e
+        nc = dataset_info(t["dataset"])["num_classes"]
+        if t.get("num_classes") is not None and nc is not None and int(t["num_classes"]) != nc:
+            raise PriError(f"{key}.num_classes", f"{t['dataset']} has {nc} classes, not {t['num_classes']}: the "
+                           f"teacher's head needs one output per class (set {nc}, or null for the dataset's)")
+        if "distill" in (t.get("tasks") or TASKS):
+            self._check_student_grid(tid, d)
+
+    def _check_student_grid(self, tid: str, d) -> None:
+        """The pools' masks name patches of the teacher's grid: the student must cut the same grid."""
+        from .cost import dims_of
+        from .models import known_model, native_img_size
+
+        t, student = self.teachers[tid], self.student_of(tid)[0]
+        key = f"teachers.{tid}.student" if t.get("student") else "distill.student"
+        if not known_model(student):
+            return  # _missing_for_teacher names it
+        img = int(t.get("img_size") or native_img_size(t["model"]))
+        try:
+            s = dims_of(student, img_size=img, num_classes=d.num_classes)
+        except PriError as e:
+            raise PriError(key, f"{student} cannot take the {img}-px images of teachers.{tid}: {e.message}") from e
+        if (s.num_patches, s.patch) != (d.num_patches, d.patch):
+            raise PriError(key, f"{student} cuts teachers.{tid}'s {img}-px images into {s.num_patches} patches of "
+                           f"{s.patch} px, the teacher ({t['model']}) into {d.num_patches} of {d.patch} px: a pool's "
+                           f"masks must mean the same patches for both; choose a student with {d.patch}-px patches")
+
     def _check_scratch_seeds(self) -> None:
         chosen = self.dis.get("scratch_seeds")
         if chosen is None:
@@ -434,9 +489,9 @@ class Plan:
         if n is not None:
             args += ["--images", n, "--balance-unit", self.balance_unit(tid, self.sweep(tid, sweep).tags)]
         if t.get("data_root"):
-            args += ["--data-root", t["data_root"]]
+            args.append(glued("--data-root", t["data_root"]))
         if s_ck:
-            args += ["--student-checkpoint", s_ck]
+            args.append(glued("--student-checkpoint", s_ck))
         args += cli_options(self.dis, DISTILL_KEYS)
         if not self.scratch_arm(seed):
             args += ["--kd-runs", 0]  # the verdict student alone (distill.scratch_seeds)
@@ -455,7 +510,7 @@ class Plan:
                 "--draws", draws, "--pre-gather", q["pre_gather"],
                 "--seed", 0 if seed is None else seed, "--device", self.config["device"]]
         if t.get("data_root"):
-            args += ["--data-root", t["data_root"]]
+            args.append(glued("--data-root", t["data_root"]))
         if q.get("test_images"):
             args += ["--limit-test", q["test_images"]]
         if self.classes_of(tid):
@@ -465,29 +520,30 @@ class Plan:
     # ---------------------------------------------------------------------------------- batched jobs
     def invert_job(self, tid: str, sweep: str, seed: int, batch: int, teacher_ckpt: str, threads: int) -> list[str]:
         """``pri batch`` arguments of one inversion job: every tag of a sweep, one seed and batch."""
-        return batch_argv([["invert", *self.invert_args(tid, sweep, tag, seed, batch), "--checkpoint", teacher_ckpt,
-                             "--threads", threads, "--no-progress",
+        return batch_argv([["invert", *self.invert_args(tid, sweep, tag, seed, batch),
+                             glued("--checkpoint", teacher_ckpt), "--threads", threads, "--no-progress",
                              "--out", self.P.pool.format(teacher=tid, sweep=sweep, tag=tag, seed=seed, batch=batch)]
                             for tag in self.sweep(tid, sweep).tags])
 
     def distill_job(self, tid: str, sweep: str, seed: int, teacher_ckpt: str, threads: int) -> list[str]:
         """``pri batch`` arguments of one distillation job: a student per tag of a sweep, one seed."""
-        return batch_argv([["distill", "--pool", *self.pools_of(tid, sweep, tag, seed), "--teacher", teacher_ckpt,
-                            "--teacher-model", self.teachers[tid]["model"], *self.distill_args(tid, sweep, tag, seed),
-                            "--threads", threads, "--no-progress",
+        return batch_argv([["distill", "--pool", *self.pools_of(tid, sweep, tag, seed),
+                            glued("--teacher", teacher_ckpt), "--teacher-model", self.teachers[tid]["model"],
+                            *self.distill_args(tid, sweep, tag, seed), "--threads", threads, "--no-progress",
                             "--out", self.P.distill.format(teacher=tid, sweep=sweep, tag=tag, seed=seed)]
                            for tag in self.sweep(tid, sweep).tags])
 
     def quantize_job(self, tid: str, seed: int, teacher_ckpt: str, threads: int) -> list[str]:
         """``pri batch`` arguments of one quantisation job: every tag's pools of one seed."""
-        return batch_argv([["quantize", "--teacher", teacher_ckpt, "--pool", *self.pools_of(tid, "main", tag, seed),
-                            *self.quantize_args(tid, seed), "--threads", threads, "--no-progress", "--no-fp",
+        return batch_argv([["quantize", glued("--teacher", teacher_ckpt),
+                            "--pool", *self.pools_of(tid, "main", tag, seed), *self.quantize_args(tid, seed),
+                            "--threads", threads, "--no-progress", "--no-fp",
                             "--out", self.P.quantize.format(teacher=tid, sweep="main", tag=tag, seed=seed)]
                            for tag in self.quant_tags(tid)])
 
     def quantize_baseline_job(self, tid: str, teacher_ckpt: str, threads: int) -> list[str]:
-        return batch_argv([["quantize", "--teacher", teacher_ckpt, "--calibration", c, *self.quantize_args(tid, None),
-                            "--threads", threads, "--no-progress",
+        return batch_argv([["quantize", glued("--teacher", teacher_ckpt), "--calibration", c,
+                            *self.quantize_args(tid, None), "--threads", threads, "--no-progress",
                             "--out", self.P.quantize_baseline.format(teacher=tid, calibration=c)]
                            for c in ("noise", "real")])
 
@@ -496,7 +552,7 @@ class Plan:
         args = ["--model", t["model"], "--dataset", t["dataset"], "--device", self.config["device"]]
         for key in ("data_root", "num_classes", "img_size", "checkpoint", "init_checkpoint"):
             if t.get(key) is not None and not (key == "init_checkpoint" and t.get("checkpoint")):
-                args += [option_of(key), t[key]]
+                args.append(glued(option_of(key), t[key]))
         if not t.get("checkpoint"):
             args += cli_options(t.get("train") or {}, TRAIN_KEYS)
         return [str(a) for a in args]
@@ -526,6 +582,12 @@ def option_of(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
+def glued(option: str, value) -> str:
+    """``--option=value``: one argument, so that a value (a path may hold any character) can neither
+    become an option of the command (``--epochs=0.001``) nor split ``pri batch`` (``::``)."""
+    return f"{option}={value}"
+
+
 def cli_options(section: dict, keys) -> list:
     """``--key value`` for each of ``keys`` set in a config section (booleans as bare flags when true)."""
     out = []
@@ -535,6 +597,13 @@ def cli_options(section: dict, keys) -> list:
             continue
         out += [option_of(k)] if v is True else [option_of(k), v]
     return out
+
+
+def _in_config_words(message: str, keys: dict) -> str:
+    """A command's message with its options replaced by the config keys that set them."""
+    for option, key in keys.items():
+        message = message.replace(option, key)
+    return message
 
 
 def _num(x: float) -> str:

@@ -91,6 +91,29 @@ BAD = [
       "/proc/m.json"], "--metrics"),
     (["teacher", "--dataset", "digits", "--model", "vit_pico_patch2_8", "--out@", "{d}/t.pt", "--lr", "inf"], "--lr"),
 ]
+# NaN, infinities and out-of-range numbers of every command (pri.checks), before any work
+TEA = ["teacher", "--dataset", "digits", "--model", "vit_pico_patch2_8", "--out@", "{d}/t.pt"]
+QUA = ["quantize", "--teacher", "{d}/teacher.pt", "--calibration", "noise"]
+DIS = ["distill", "--pool", "{d}/pool.pt", "--teacher", "{d}/teacher.pt"]
+BAD += [
+    (TEA + ["--weight-decay", "nan"], "--weight-decay"),
+    (TEA + ["--grad-clip", "nan"], "--grad-clip"),
+    (TEA + ["--warmup", "inf"], "--warmup"),
+    (TEA + ["--workers", "-1"], "--workers"),
+    (TEA + ["--epochs", "nan"], "--epochs"),
+    (TEA + ["--label-smoothing", "nan"], "--label-smoothing"),
+    (TEA + ["--num-classes", "1"], "--num-classes"),
+    (INV + ["--batch", "1000000000000"], "--batch"),
+    (INV + ["--iterations", "0"], "--iterations"),
+    (INV + ["--jitter", "nan"], "--jitter"),
+    (QUA + ["--seed", "18446744073709551616"], "--seed"),
+    (QUA + ["--draws", "0"], "--draws"),
+    (QUA + ["--w-bits", "8", "8"], "--w-bits"),
+    (DIS + ["--temperature", "inf"], "--temperature"),
+    (DIS + ["--momentum", "nan"], "--momentum"),
+    (DIS + ["--warmup", "-1"], "--warmup"),
+    (EFF + ["--batch", "0"], "--batch"),
+]
 
 
 @pytest.mark.parametrize("argv,option", BAD, ids=[f"{a[0]}-{o}-{i}" for i, (a, o) in enumerate(BAD)])
