@@ -86,3 +86,21 @@ def schema_bounds(schema: dict) -> dict:
         elif incl in schema:
             out[side] = schema[incl]
     return out
+
+
+def memory_bytes() -> int:
+    """Physical memory of this machine."""
+    import os
+
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def fits_memory(count: int, name: str, bytes_each: int = 1, fix: str = "") -> int:
+    """``count`` if ``count`` items of at least ``bytes_each`` bytes can fit in this machine's memory
+    (a bound that needs no model: an image holds at least one byte), else a PriError naming ``name``."""
+    have = memory_bytes()
+    if count * bytes_each > have:
+        shown = f"{count:.3g}" if count >= 1e15 else str(count)
+        raise PriError(name, f"{shown} images cannot fit in this machine's memory ({have / 2**30:.3g} GiB, at least "
+                       f"{bytes_each} byte(s) an image): lower {name}{' ' + fix if fix else ''}")
+    return count

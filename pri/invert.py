@@ -9,7 +9,6 @@ device, versions, seed, teacher provenance). Every option is checked before any 
 from __future__ import annotations
 
 import argparse
-import os
 
 import torch
 
@@ -70,9 +69,7 @@ def check_options(args) -> None:
 
     check_distinct({"--out": args.out}, {"--checkpoint": args.checkpoint if args.checkpoint else None})
     check_writable(args.out, "--out")
-    if args.batch > os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"):  # a byte per image is already too many
-        raise PriError("--batch", f"{args.batch} images cannot fit in this machine's memory: lower --batch (or split "
-                       "the images over jobs with --part/--parts)")
+    checks.fits_memory(args.batch, "--batch", fix="(or split the images over jobs with --part/--parts)")
 
 
 def load_teacher(args):

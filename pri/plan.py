@@ -98,7 +98,8 @@ class Plan:
     def _check_cross_keys(self) -> None:
         """What no key can say alone, found when planning and named by config key: each teacher's
         model, image size, head and dataset fit together, each student cuts the teacher's images
-        into the same patches, and no (w_bits, a_bits) setting is given twice."""
+        into the same patches, the efficiency track's models take its image size, no (w_bits,
+        a_bits) setting is given twice, and no job is asked for more images than memory holds."""
         for tid in self.teachers:
             self._check_teacher_model(tid)
         if self.quant.get("enabled"):
@@ -109,9 +110,26 @@ class Plan:
                 settings_of([int(b) for b in self.quant["w_bits"]], [int(b) for b in self.quant["a_bits"]])
             except PriError as e:
                 raise PriError(keys.get(e.option, "quantize.w_bits"), _in_config_words(e.message, keys)) from e
+        self._check_sizes()
+
+    def _check_sizes(self) -> None:
+        from . import checks
+        from .models import known_model
+
+        checks.fits_memory(int(self.inv["images"]), "inversion.images", fix="(or raise inversion.batches)")
+        for i, b in enumerate((self.ctl.get("iso_compute") or {}).get("budgets") or []):
+            checks.fits_memory(math.ceil(b), f"controls.iso_compute.budgets.{i}")
+        if not self.eff["enabled"]:
+            return
+        key = "efficiency.time_batch" if self.eff.get("time_batch") else "efficiency.batch"
+        checks.fits_memory(self.efficiency_batch("time"), key)
+        if not all(known_model(m) for m in self.eff["models"]):
+            return  # _check_efficiency names the unknown one first
+        for i, m in enumerate(self.eff["models"]):
+            _config_dims(m, {"--model": f"efficiency.models.{i}", "--img-size": "efficiency.img_size"},
+                         img_size=self.eff.get("img_size"))
 
     def _check_teacher_model(self, tid: str) -> None:
-        from .cost import dims_of
         from .data import dataset_info
         from .models import known_model
 
@@ -119,10 +137,7 @@ class Plan:
         if not known_model(t["model"]):
             return  # _missing_for_teacher names it with the models it knows
         keys = {"--model": f"{key}.model", "--img-size": f"{key}.img_size", "--num-classes": f"{key}.num_classes"}
-        try:
-            d = dims_of(t["model"], img_size=t.get("img_size"), num_classes=t.get("num_classes"))
-        except PriError as e:
-            raise PriError(keys.get(e.option, f"{key}.model"), _in_config_words(e.message, keys)) from e
+        d = _config_dims(t["model"], keys, img_size=t.get("img_size"), num_classes=t.get("num_classes"))
         nc = dataset_info(t["dataset"])["num_classes"]
         if t.get("num_classes") is not None and nc is not None and int(t["num_classes"]) != nc:
             raise PriError(f"{key}.num_classes", f"{t['dataset']} has {nc} classes, not {t['num_classes']}: the "
@@ -132,7 +147,6 @@ class Plan:
 
     def _check_student_grid(self, tid: str, d) -> None:
         """The pools' masks name patches of the teacher's grid: the student must cut the same grid."""
-        from .cost import dims_of
         from .models import known_model, native_img_size
 
         t, student = self.teachers[tid], self.student_of(tid)[0]
@@ -141,9 +155,9 @@ class Plan:
             return  # _missing_for_teacher names it
         img = int(t.get("img_size") or native_img_size(t["model"]))
         try:
-            s = dims_of(student, img_size=img, num_classes=d.num_classes)
+            s = _config_dims(student, {"--model": key}, img_size=img, num_classes=d.num_classes)
         except PriError as e:
-            raise PriError(key, f"{student} cannot take the {img}-px images of teachers.{tid}: {e.message}") from e
+            raise PriError(key, f"the student of teachers.{tid} ({img}-px images): {e.message}") from e
         if (s.num_patches, s.patch) != (d.num_patches, d.patch):
             raise PriError(key, f"{student} cuts teachers.{tid}'s {img}-px images into {s.num_patches} patches of "
                            f"{s.patch} px, the teacher ({t['model']}) into {d.num_patches} of {d.patch} px: a pool's "
@@ -187,14 +201,18 @@ class Plan:
         T, img = int(self.eff["iterations"]), self.eff.get("img_size")
         for what, key in (("flops", "batch"), ("time", "time_batch")):
             batch = self.efficiency_batch(what)
+            tags_key = next((f"efficiency.{k}" for k in (("time_tags", "tags") if what == "time" else ("tags",))
+                             if self.eff.get(k)), "inversion.methods")
             for model in self.efficiency_models(what):
                 n = dims_of(model, img_size=img).num_patches
                 for tag in self.efficiency_tags(what):
                     try:
                         Spec.parse(tag).build(n, T).validate(n, T, batch)
                     except PriError as e:
-                        k = {"--iterations": "efficiency.iterations", "--prune-at": "efficiency.iterations"}
-                        raise PriError(k.get(e.option, f"efficiency.{key}"),
+                        k = {"--iterations": "efficiency.iterations", "--prune-at": "efficiency.iterations",
+                             "--batch": f"efficiency.{key}" if key == "batch" or self.eff.get(key) else
+                             "efficiency.batch"}
+                        raise PriError(k.get(e.option, tags_key),
                                        f"{tag} on {model} ({n} patches, T = {T}, {batch} images): {e.message}") from e
 
     def _missing_for_teacher(self, tid: str, t: dict) -> list[Missing]:
@@ -597,6 +615,22 @@ def cli_options(section: dict, keys) -> list:
             continue
         out += [option_of(k)] if v is True else [option_of(k), v]
     return out
+
+
+def _config_dims(name: str, keys: dict, img_size=None, num_classes=None):
+    """pri.cost.dims_of with errors named by config keys (``keys``: a command's option -> the key; the
+    rest name keys["--model"]); a model that is not a ViT says so before any size is tried."""
+    from .cost import dims_of
+
+    try:
+        try:
+            dims_of(name)
+        except PriError as e:
+            if e.option == "--model":
+                raise
+        return dims_of(name, img_size=img_size, num_classes=num_classes)
+    except PriError as e:
+        raise PriError(keys.get(e.option, keys["--model"]), _in_config_words(e.message, keys)) from e
 
 
 def _in_config_words(message: str, keys: dict) -> str:

@@ -383,12 +383,13 @@ def check_options(args) -> list[tuple[int, int]]:
     """Every option that can be checked before any work; returns the (w_bits, a_bits) settings."""
     from .io import check_distinct, check_seed, check_writable
 
-    from .checks import integer, option_of
+    from .checks import fits_memory, integer, option_of
 
     settings = settings_of(args.w_bits, args.a_bits)
     for opt in ("calib_images", "draws", "eval_batch", "limit_test", "balance_unit"):
         if getattr(args, opt) is not None:
             integer(getattr(args, opt), option_of(opt), 1)
+    fits_memory(args.calib_images, "--calib-images", bytes_each=4)  # a float32 pixel at least
     check_seed(args.seed)
     if args.calibration == "pool" and not args.pool:
         raise PriError("--pool", "--calibration pool needs pool files: give --pool PATH ... (or --calibration noise "

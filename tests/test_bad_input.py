@@ -109,6 +109,7 @@ BAD += [
     (QUA + ["--seed", "18446744073709551616"], "--seed"),
     (QUA + ["--draws", "0"], "--draws"),
     (QUA + ["--w-bits", "8", "8"], "--w-bits"),
+    (QUA + ["--calib-images", "1000000000000"], "--calib-images"),
     (DIS + ["--temperature", "inf"], "--temperature"),
     (DIS + ["--momentum", "nan"], "--momentum"),
     (DIS + ["--warmup", "-1"], "--warmup"),

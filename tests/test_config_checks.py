@@ -64,6 +64,13 @@ def test_a_bad_number_or_run_name_is_one_line_naming_the_key(change, key, needle
     ({"quantize.w_bits": [8], "quantize.a_bits": [8, 8]}, "quantize.w_bits", "W8A8 given twice"),
     ({"distill.student": "vit_pico_patch4_28"}, "distill.student", "into 4 patches of 4 px"),
     ({"teachers.digits.student": "vit_pico_patch4_28"}, "teachers.digits.student", "into 16 of 2 px"),
+    ({"distill.student": "resnet18"}, "distill.student", "ResNet is not a timm VisionTransformer"),
+    ({"efficiency.img_size": 30}, "efficiency.img_size", "give a multiple of 4 (got 30)"),
+    ({"efficiency.models": ["resnet18"]}, "efficiency.models.0", "ResNet is not a timm VisionTransformer"),
+    ({"efficiency.tags": ["pri_v100"]}, "efficiency.tags", "division factor must lie in [1, 49]"),
+    ({"inversion.images": 10**12}, "inversion.images", "cannot fit in this machine's memory"),
+    ({"efficiency.batch": 10**12}, "efficiency.batch", "cannot fit in this machine's memory"),
+    ({"controls.iso_compute.budgets": [1e300]}, "controls.iso_compute.budgets.0", "1e+300 images cannot fit"),
 ])
 def test_keys_that_disagree_are_found_when_planning(change, key, needle):
     with pytest.raises(PriError) as e:
