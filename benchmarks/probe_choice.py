@@ -149,11 +149,16 @@ def main() -> int:
             f"## L2 penalty and temperature, fitted on the first seed's pools\n\n{markdown(summary)}\n"
             f"Chosen: T = {T:g}, l2 = {l2:g} (among the settings that converge on every pool, the best mean "
             f"validation top-1; within 0.1 points the stronger penalty).\n\n<details><summary>Every pool</summary>\n\n{markdown(pools)}\n</details>\n")
-    os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-    with open(a.out, "w") as f:
+    write_report(a.out, text)
+    return 0
+
+
+def write_report(path: str, text: str) -> None:
+    """Write a benchmark's Markdown report (folders made) and print it."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
         f.write(text)
     print(text)
-    return 0
 
 
 if __name__ == "__main__":

@@ -108,6 +108,8 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
+    from benchmarks.probe_choice import write_report
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--work", default="recipe-work", help="folder for the teachers, pools and students (reused)")
     ap.add_argument("--epochs", type=float, default=3.0)
@@ -137,10 +139,7 @@ def main(argv=None) -> int:
             f"Chosen: {T} iterations, tv_weight {tv:g} (the best tv_weight per iteration count; the fewest "
             f"iterations within 0.5 points of the best).\n\n<details><summary>Every pool</summary>\n\n"
             f"{markdown(prior)}\n</details>\n")
-    os.makedirs(os.path.dirname(a.out) or ".", exist_ok=True)
-    with open(a.out, "w") as f:
-        f.write(text)
-    print(text)
+    write_report(a.out, text)
     return 0
 
 

@@ -84,6 +84,20 @@ def _check(argv: list[str]) -> int:
     return 0
 
 
+def split_batch(argv: list[str]) -> list[list[str]]:
+    """``pri batch``'s argument list cut at every separator into its commands."""
+    from .plan import BATCH_SEP
+
+    parts, cur = [], []
+    for a in argv:
+        if a == BATCH_SEP:
+            parts.append(cur)
+            cur = []
+        else:
+            cur.append(a)
+    return parts + [cur]
+
+
 def batch(argv: list[str]) -> int:
     """``pri batch CMD ARGS [:: CMD ARGS ...]``: run several pri commands one after the other in one
     process (the workflow's jobs, without paying Python's start-up per command); stops at the first
@@ -93,14 +107,7 @@ def batch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(BATCH_HELP.format(sep=BATCH_SEP, commands=", ".join(SUBCOMMANDS)))
         return 0 if argv else 2
-    parts, cur = [], []
-    for a in argv:
-        if a == BATCH_SEP:
-            parts.append(cur)
-            cur = []
-        else:
-            cur.append(a)
-    parts.append(cur)
+    parts = split_batch(argv)
     if not all(parts) or any(p[0] in ("batch",) or p[0] not in SUBCOMMANDS for p in parts):
         print(f"pri batch: error: give pri commands separated by {BATCH_SEP}, e.g. pri batch invert ... {BATCH_SEP} "
               f"invert ... (commands: {', '.join(SUBCOMMANDS)})", file=sys.stderr)

@@ -88,14 +88,9 @@ def test_a_student_with_the_teachers_grid_and_a_quantise_only_teacher_pass():
 
 def _parts(argv: list[str]) -> list[list[str]]:
     """``pri batch``'s command list as pri.cli.batch splits it."""
-    parts, cur = [], []
-    for a in argv:
-        if a == BATCH_SEP:
-            parts.append(cur)
-            cur = []
-        else:
-            cur.append(a)
-    return parts + [cur]
+    from pri.cli import split_batch
+
+    return split_batch(argv)
 
 
 @pytest.mark.parametrize("value", ["--epochs=0.001", "::", "-x", "a b;touch x"])
