@@ -215,6 +215,20 @@ def build(args, test_meta):
     return model, int(model.num_classes), mean, std, init_note, loaded
 
 
+def recipe_of(args, num_classes, img, ch, mean, std, init_note, amp, total, warmup, n_train) -> dict:
+    """What a teacher's training did, recorded next to its checkpoint."""
+    return {
+        "mode": "fine-tune" if args.init_checkpoint else "from-scratch",
+        "model": args.model, "dataset": args.dataset, "num_classes": num_classes, "img_size": img, "in_chans": ch,
+        "optimizer": "AdamW", "betas": [0.9, 0.999], "lr": args.lr, "weight_decay": args.weight_decay,
+        "weight_decay_on": "weight matrices only", "schedule": "linear warm-up then cosine to 0, per step",
+        "warmup_epochs": args.warmup, "warmup_steps": warmup, "epochs": args.epochs, "steps": total,
+        "batch": args.batch, "label_smoothing": args.label_smoothing, "crop_pad": args.crop_pad, "hflip": args.hflip,
+        "grad_clip": args.grad_clip, "amp_bf16": amp, "train_images": n_train, "limit_train": args.limit_train,
+        "mean": mean, "std": std, "seed": args.seed, "init_checkpoint": init_note,
+    }
+
+
 def train(args, model, num_classes, mean, std, init_note, device, amp, progress) -> tuple[dict, dict, int]:
     """Train (or fine-tune) ``model`` on the training split; returns the recipe, the training data's
     provenance and the steps taken."""
@@ -232,16 +246,7 @@ def train(args, model, num_classes, mean, std, init_note, device, amp, progress)
     per_epoch = math.ceil(n_train / args.batch)
     total = max(1, int(round(args.epochs * per_epoch)))
     warmup = int(round(args.warmup * per_epoch))
-    recipe = {
-        "mode": "fine-tune" if args.init_checkpoint else "from-scratch",
-        "model": args.model, "dataset": args.dataset, "num_classes": num_classes, "img_size": img, "in_chans": ch,
-        "optimizer": "AdamW", "betas": [0.9, 0.999], "lr": args.lr, "weight_decay": args.weight_decay,
-        "weight_decay_on": "weight matrices only", "schedule": "linear warm-up then cosine to 0, per step",
-        "warmup_epochs": args.warmup, "warmup_steps": warmup, "epochs": args.epochs, "steps": total,
-        "batch": args.batch, "label_smoothing": args.label_smoothing, "crop_pad": args.crop_pad, "hflip": args.hflip,
-        "grad_clip": args.grad_clip, "amp_bf16": amp, "train_images": n_train, "limit_train": args.limit_train,
-        "mean": mean, "std": std, "seed": args.seed, "init_checkpoint": init_note,
-    }
+    recipe = recipe_of(args, num_classes, img, ch, mean, std, init_note, amp, total, warmup, n_train)
     opt = make_optimizer(model, "adamw", args.lr, args.weight_decay)
     model.train()
     t0 = time.perf_counter()
