@@ -304,15 +304,13 @@ class Inverter:
     def run(self, callback=None) -> dict:
         """Run the schedule; returns the pool dict. ``callback(t, x, emitted)`` is called at each
         event with the trajectory pixels (normalised) before it acts (for tests and inspection)."""
-        cfg, sched = self.cfg, self.schedule
-        T = cfg.iterations
+        cfg, sched, T = self.cfg, self.schedule, self.cfg.iterations
         run_len = sched.run_length(T)
         events = set(sched.event_iterations(T, self.n))
         b = self.trajectories
         active = torch.arange(self.n, device=self.device).unsqueeze(0).expand(b, -1).contiguous()
-        out_imgs, out_masks, out_stage, out_updates = [], [], [], []
+        out_imgs, out_masks, out_stage, out_updates, counts = [], [], [], [], []
         stage_no = 0
-        counts = []
         # optimisation steps each patch of each trajectory received so far (original patch order)
         updates = torch.zeros(b, self.n, dtype=torch.int32, device=self.device)
         last = 0
@@ -362,17 +360,19 @@ class Inverter:
         self.sync()
         wall = time.perf_counter() - t0
         bar.close()
-        counts += [0] * (T - len(counts))
+        return self._pool(out_imgs, out_masks, out_stage, out_updates, counts + [0] * (T - len(counts)), wall)
 
-        # order images by trajectory, then stage
+    def _pool(self, out_imgs, out_masks, out_stage, out_updates, counts, wall) -> dict:
+        """The pool dict of a finished run: images ordered by trajectory, then stage."""
+        b, stages_n = self.trajectories, len(out_imgs)
         imgs, masks, stages = torch.cat(out_imgs), torch.cat(out_masks), torch.cat(out_stage)
-        traj = torch.arange(b).repeat(len(out_imgs))
-        order = torch.argsort(traj * (stage_no + 1) + stages)
+        traj = torch.arange(b).repeat(stages_n)
+        order = torch.argsort(traj * (stages_n + 1) + stages)
         ledger = self._ledger(counts, imgs.shape[0], wall)
         return {
             "images": imgs[order].contiguous(),
             "masks": masks[order].contiguous(),
-            "labels": self.labels.cpu().repeat(len(out_imgs))[order].contiguous(),
+            "labels": self.labels.cpu().repeat(stages_n)[order].contiguous(),
             "trajectory": traj[order].contiguous(),
             "stage": stages[order].contiguous(),
             "updates": torch.cat(out_updates)[order].contiguous(),
