@@ -96,20 +96,7 @@ def efficiency_table(model_name: str, schedules: dict, iterations: int = 4000, b
     from .models import load_model
 
     what = resolve_what(what)
-    if iterations < 1:
-        raise PriError("--iterations", f"must be >= 1 (got {iterations})")
-    if batch < 1:
-        raise PriError("--batch", f"must be >= 1 (got {batch})")
-    if backward not in BACKWARD:
-        raise PriError("--backward", f"unknown {backward!r}: choose {' or '.join(BACKWARD)}")
-    if not schedules:
-        raise PriError("--schedules", "no schedules given")
-    for tag, s in schedules.items():
-        if not isinstance(s, Schedule):
-            raise PriError("--schedules", f"{tag!r} is not a Schedule ({type(s).__name__})")
-    dev = resolve_device(device)
-    if dtype not in ("fp32", "bf16"):
-        raise PriError("--dtype", f"unknown dtype {dtype!r}: choose fp32 or bf16")
+    dev = _check_table_args(schedules, iterations, batch, backward, device, dtype)
     tmode = resolve_mode(mode, dev) if "time" in what else None
     if teacher is None:
         teacher = load_model(model_name, checkpoint, num_classes=num_classes, img_size=img_size)
@@ -135,53 +122,13 @@ def efficiency_table(model_name: str, schedules: dict, iterations: int = 4000, b
     t_start = time.perf_counter()
 
     if "cost" in what:
-        for tag, s in schedules.items():
-            c = schedule_cost(d, s, iterations, backward)
-            r = rows[tag]
-            r.update({f"cost_macs_{g}": c["macs_per_image"][g] for g in GROUPS})
-            r.update(cost_macs_total=c["total"], cost_macs_compared=c["compared"], cost_macs_ideal=c["ideal"],
-                     cost_macs_score=c["score_macs_per_image"], mean_active=c["mean_active"])
-            det[tag]["profile"] = c["profile"]
+        _cost_columns(rows, det, d, schedules, iterations, backward)
     if "flops" in what:
-        from .cost import schedule_profile
-        from .flops import FlopCounter
-
-        fc = FlopCounter(teacher.model)
-        todo = set()
-        for s in schedules.values():
-            prof = schedule_profile(s, n, iterations)
-            todo |= {(k, False) for k in prof["steps"]} | {(k, True) for k in prof["scores"]}
-        bar = progress_bar(len(todo), progress, "flops (fvcore)", unit="count")
-        for k, sc in sorted(todo, reverse=True):
-            fc.forward(k, score=sc)
-            bar.update(1)
-        bar.close()
-        for tag, s in schedules.items():
-            f = fc.schedule(s, iterations, backward)
-            r = rows[tag]
-            r.update({f"flops_macs_{g}": f["macs_per_image"][g] for g in GROUPS})
-            r.update(flops_macs_total=f["total"], flops_macs_compared=f["compared"],
-                     flops_skipped_ops=",".join(sorted(f["skipped_ops"])))
-            if "cost" in what:
-                r["flops_over_cost_compared"] = f["compared"] / r["cost_macs_compared"]
-            det[tag]["flops_skipped_ops"] = f["skipped_ops"]
+        _flops_columns(rows, det, teacher, schedules, iterations, backward, "cost" in what, progress)
     if "time" in what:
-        from .timing import time_schedules
-
         cfg = InversionConfig(iterations=iterations, batch=batch, seed=seed, device=device, dtype=dtype, tf32=tf32,
                               graphs="auto" if graphs else "off", progress=False)
-        res = time_schedules(teacher, schedules, cfg, mode=tmode, steps=steps, warmup=warmup, repeats=repeats,
-                             progress=progress)
-        for tag, t in res.items():
-            r = rows[tag]
-            r.update(time_mode=t["mode"], time_seconds_per_image=t["seconds_per_image"],
-                     time_seconds_per_image_samples=t["seconds_per_image_samples"],
-                     time_loop_seconds=t["loop_seconds"], time_images_out=t["images_out"],
-                     time_peak_memory_mb=t["peak_memory_mb"], time_peak_memory_kind=t["peak_memory_kind"],
-                     time_device=t["device"], time_dtype=t["dtype"], time_cuda_graphs=t["cuda_graphs"],
-                     time_steps=steps if t["mode"] == "stage-sampled" else None, time_warmup=warmup,
-                     time_repeats=repeats, time_threads=torch.get_num_threads() if dev.type == "cpu" else None)
-            det[tag]["time"] = t
+        _time_columns(rows, det, teacher, schedules, cfg, tmode, steps, warmup, repeats, dev, progress)
     if details is not None:
         details.update(schedules=det, dims=dims_dict(d), seconds=time.perf_counter() - t_start)
         if "cost" in what:
@@ -190,6 +137,82 @@ def efficiency_table(model_name: str, schedules: dict, iterations: int = 4000, b
             details["theorem1"] = [theorem1(d, v, iterations) for v in vs]
             details["ideal_ratios"] = {str(v): r for v, r in ideal_ratios(d, iterations, vs=vs).items()}
     return list(rows.values())
+
+
+def _check_table_args(schedules: dict, iterations: int, batch: int, backward: str, device: str, dtype: str):
+    """The device, once every argument of efficiency_table is checked (errors name the option)."""
+    if iterations < 1:
+        raise PriError("--iterations", f"must be >= 1 (got {iterations})")
+    if batch < 1:
+        raise PriError("--batch", f"must be >= 1 (got {batch})")
+    if backward not in BACKWARD:
+        raise PriError("--backward", f"unknown {backward!r}: choose {' or '.join(BACKWARD)}")
+    if not schedules:
+        raise PriError("--schedules", "no schedules given")
+    for tag, s in schedules.items():
+        if not isinstance(s, Schedule):
+            raise PriError("--schedules", f"{tag!r} is not a Schedule ({type(s).__name__})")
+    dev = resolve_device(device)
+    if dtype not in ("fp32", "bf16"):
+        raise PriError("--dtype", f"unknown dtype {dtype!r}: choose fp32 or bf16")
+    return dev
+
+
+def _cost_columns(rows: dict, det: dict, d, schedules: dict, iterations: int, backward: str) -> None:
+    """The cost model's MACs per image (``cost_*``) of every schedule."""
+    for tag, s in schedules.items():
+        c = schedule_cost(d, s, iterations, backward)
+        r = rows[tag]
+        r.update({f"cost_macs_{g}": c["macs_per_image"][g] for g in GROUPS})
+        r.update(cost_macs_total=c["total"], cost_macs_compared=c["compared"], cost_macs_ideal=c["ideal"],
+                 cost_macs_score=c["score_macs_per_image"], mean_active=c["mean_active"])
+        det[tag]["profile"] = c["profile"]
+
+
+def _flops_columns(rows: dict, det: dict, teacher, schedules: dict, iterations: int, backward: str, with_cost: bool,
+                   progress: bool) -> None:
+    """fvcore's MACs per image (``flops_*``), each distinct forward counted once."""
+    from .cost import schedule_profile
+    from .flops import FlopCounter
+
+    fc, n = FlopCounter(teacher.model), next(iter(rows.values()))["num_patches"]
+    todo = set()
+    for s in schedules.values():
+        prof = schedule_profile(s, n, iterations)
+        todo |= {(k, False) for k in prof["steps"]} | {(k, True) for k in prof["scores"]}
+    bar = progress_bar(len(todo), progress, "flops (fvcore)", unit="count")
+    for k, sc in sorted(todo, reverse=True):
+        fc.forward(k, score=sc)
+        bar.update(1)
+    bar.close()
+    for tag, s in schedules.items():
+        f = fc.schedule(s, iterations, backward)
+        r = rows[tag]
+        r.update({f"flops_macs_{g}": f["macs_per_image"][g] for g in GROUPS})
+        r.update(flops_macs_total=f["total"], flops_macs_compared=f["compared"],
+                 flops_skipped_ops=",".join(sorted(f["skipped_ops"])))
+        if with_cost:
+            r["flops_over_cost_compared"] = f["compared"] / r["cost_macs_compared"]
+        det[tag]["flops_skipped_ops"] = f["skipped_ops"]
+
+
+def _time_columns(rows: dict, det: dict, teacher, schedules: dict, cfg, tmode: str, steps: int, warmup: int,
+                  repeats: int, dev, progress: bool) -> None:
+    """Measured seconds per image (``time_*``) of every schedule."""
+    from .timing import time_schedules
+
+    res = time_schedules(teacher, schedules, cfg, mode=tmode, steps=steps, warmup=warmup, repeats=repeats,
+                         progress=progress)
+    for tag, t in res.items():
+        r = rows[tag]
+        r.update(time_mode=t["mode"], time_seconds_per_image=t["seconds_per_image"],
+                 time_seconds_per_image_samples=t["seconds_per_image_samples"],
+                 time_loop_seconds=t["loop_seconds"], time_images_out=t["images_out"],
+                 time_peak_memory_mb=t["peak_memory_mb"], time_peak_memory_kind=t["peak_memory_kind"],
+                 time_device=t["device"], time_dtype=t["dtype"], time_cuda_graphs=t["cuda_graphs"],
+                 time_steps=steps if t["mode"] == "stage-sampled" else None, time_warmup=warmup,
+                 time_repeats=repeats, time_threads=torch.get_num_threads() if dev.type == "cpu" else None)
+        det[tag]["time"] = t
 
 
 def _params(s: Schedule) -> dict:
