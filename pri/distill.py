@@ -54,6 +54,8 @@ PRECOMPUTE_MAX_FLOATS = 50_000_000
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from .pool import add_balance_unit
+
     d = DEFAULTS
     p.add_argument("--pool", nargs="+", required=True, metavar="PATH",
                    help="pool file(s) written by pri invert (several are concatenated in the order given)")
@@ -80,11 +82,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="synthetic images to use, balanced over the classes in whole trajectories (see "
                         "--balance-unit) in a seed-determined order (default: all, in that order); give every method "
                         "the same value")
-    p.add_argument("--balance-unit", type=int, default=None, metavar="U",
-                   help="--images is dealt to the classes in units of U images (whole trajectories): give every "
-                        "method compared the same U, a multiple of each one's images per trajectory (PRI: v), and "
-                        "their students see the same class histogram and the same label at every step (default: "
-                        "the pool's images per trajectory)")
+    add_balance_unit(p, "--images")
     p.add_argument("--classes", type=int, nargs="+", default=None, metavar="C",
                    help="use only pool images inverted for these labels (e.g. one-class distillation); the student "
                         "is still evaluated on all classes")

@@ -179,3 +179,11 @@ def check_unit(n: int, unit: int, per_traj: int, n_option: str, unit_option: str
         near = f"{lo} or {hi}" if lo else f"{hi}"
         raise PriError(n_option, f"{n} images is not a whole number of {unit}-image units ({unit_option} {unit}); "
                        f"nearest that work: {near}")
+
+
+def add_balance_unit(p, count: str, default_note: str = "") -> None:
+    """The ``--balance-unit`` option of a command that selects ``count`` images from pools."""
+    p.add_argument("--balance-unit", type=int, default=None, metavar="U",
+                   help=f"{count} is dealt to the classes in units of U images (whole trajectories): give every method "
+                        "compared the same U, a multiple of each one's images per trajectory (PRI: v), and they see the "
+                        f"same class histogram (default: the pool's images per trajectory{default_note})")

@@ -309,6 +309,8 @@ def chunked(fn, x: torch.Tensor, chunk: int | None) -> torch.Tensor:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from .pool import add_balance_unit
+
     p.add_argument("--teacher", required=True, metavar="PATH",
                    help="the teacher: a suite checkpoint (pri teacher) or a state_dict fitting --teacher-model")
     p.add_argument("--teacher-model", default=None,
@@ -322,11 +324,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calib-images", type=int, default=32,
                    help="images in the calibration batch, balanced over the classes in whole trajectories (pool) or "
                         "images (real), in units of --balance-unit")
-    p.add_argument("--balance-unit", type=int, default=None, metavar="U",
-                   help="the calibration images are dealt to the classes in units of U images (whole trajectories): "
-                        "give every method compared the same U, a multiple of each one's images per trajectory (PRI: "
-                        "v), and their calibrations hold the same class histogram (default: the pool's images per "
-                        "trajectory; 1 for real images)")
+    add_balance_unit(p, "--calib-images", "; 1 for real images")
     p.add_argument("--w-bits", type=int, nargs="+", default=[8], metavar="B",
                    help="weight bits, one per setting, paired position by position with --a-bits (one value is "
                         "broadcast)")
