@@ -24,10 +24,9 @@ def pool_labels(plan, tid: str, tag: str, seed: int):
     import torch
 
     from pri.engine import assign_labels
-    from pri.schedules import Spec
 
     sweep = plan.sweep(tid, "main")
-    s = Spec.parse(tag).build(plan._dims(tid).num_patches, int(plan.inv["iterations"]), plan._options(tag))
+    s = plan.schedule(tid, tag)
     b, k = s.trajectories(sweep.images[tag]), s.images_per_trajectory()
     labels = torch.cat([assign_labels(b, plan.num_classes(tid), seed, part, sweep.batches, sweep.classes)
                         for part in range(sweep.batches)])

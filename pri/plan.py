@@ -308,11 +308,12 @@ class Plan:
         if self.dis.get("images") is not None and self.runs(tid, "distill"):
             self._check_balance(tid, self.tags, int(self.dis["images"]), batches, "distill.images", every_class=True)
         if self.quant.get("enabled") and self.runs(tid, "quantize"):
-            for tag in [t for t in (self.quant.get("tags") or self.tags)]:
+            qtags = self.quant.get("tags") or self.tags
+            for tag in qtags:
                 if tag not in self.tags:
                     raise PriError("quantize.tags", f"{tag} is not among inversion.methods")
-            self._check_balance(tid, [t for t in (self.quant.get("tags") or self.tags)], int(self.quant["calib_images"]), batches,
-                                "quantize.calib_images", every_class=False)
+            self._check_balance(tid, qtags, int(self.quant["calib_images"]), batches, "quantize.calib_images",
+                                every_class=False)
             if len(self.quant["w_bits"]) != len(self.quant["a_bits"]) and 1 not in (len(self.quant["w_bits"]),
                                                                                      len(self.quant["a_bits"])):
                 raise PriError("quantize.a_bits", "give one a_bits per w_bits (or a single value for all)")
@@ -355,6 +356,14 @@ class Plan:
             raise PriError(key, f"give distinct classes of the teacher's 0..{nc - 1}, got {cls}")
         return tuple(int(c) for c in cls)
 
+    def schedule(self, tid: str, tag: str):
+        """The schedule ``tag`` runs on teacher ``tid`` (its patches, inversion.iterations, its options)."""
+        return Spec.parse(tag).build(self._dims(tid).num_patches, int(self.inv["iterations"]), self._options(tag))
+
+    def inverted_classes(self, tid: str) -> int:
+        """How many classes a teacher's main sweep deals its trajectories to."""
+        return len(self.classes_of(tid) or range(self.num_classes(tid)))
+
     def num_classes(self, tid: str) -> int:
         from .data import dataset_info
 
@@ -364,15 +373,13 @@ class Plan:
     def balance_unit(self, tid: str, tags) -> int:
         """The images per class unit in which a downstream task of ``tags`` selects: the least common
         multiple of their images per trajectory (PRI: v), so every method gets the same class histogram."""
-        d, T = self._dims(tid), int(self.inv["iterations"])
-        return math.lcm(*(Spec.parse(t).build(d.num_patches, T, self._options(t)).images_per_trajectory()
-                          for t in tags))
+        return math.lcm(*(self.schedule(tid, t).images_per_trajectory() for t in tags))
 
     def _check_balance(self, tid: str, tags, n: int, batches: int, key: str, every_class: bool) -> None:
         """``n`` images of each of ``tags``'s pools of a seed, the same class histogram for every tag in
         whole trajectories (pri.pool.class_histogram): ``n`` is a whole number of units (and, with
         ``every_class``, the same count for every class), and every tag inverts enough of each class."""
-        K, u = len(self.classes_of(tid) or range(self.num_classes(tid))), self.balance_unit(tid, tags)
+        K, u = self.inverted_classes(tid), self.balance_unit(tid, tags)
         step = K * u if every_class else u
         if n % step:
             lo, hi = n // step * step, (n // step + 1) * step
@@ -395,13 +402,12 @@ class Plan:
     def _per_class(self, tid: str, tag: str, images: int, batches: int) -> int:
         """Images of the least-served class in a seed's pools of ``tag`` (engine.assign_labels deals
         the trajectories to the classes in runs whose lengths differ by at most one)."""
-        s = Spec.parse(tag).build(self._dims(tid).num_patches, int(self.inv["iterations"]), self._options(tag))
-        K = len(self.classes_of(tid) or range(self.num_classes(tid)))
-        return batches * s.trajectories(images) // K * s.images_per_trajectory()
+        s = self.schedule(tid, tag)
+        return batches * s.trajectories(images) // self.inverted_classes(tid) * s.images_per_trajectory()
 
     def pool_images(self, tid: str, tag: str, images: int) -> int:
         """Images one inversion job of ``tag`` writes when asked for ``images`` (PRI: whole trajectories)."""
-        s = Spec.parse(tag).build(self._dims(tid).num_patches, int(self.inv["iterations"]), self._options(tag))
+        s = self.schedule(tid, tag)
         return s.trajectories(images) * s.images_per_trajectory()
 
     def iso_images(self, tid: str, tag: str, budget: float) -> int:
