@@ -382,12 +382,13 @@ class Plan:
         K, u = self.inverted_classes(tid), self.balance_unit(tid, tags)
         step = K * u if every_class else u
         if n % step:
-            lo, hi = n // step * step, (n // step + 1) * step
+            from .pool import nearest_multiples
+
             why = (f"{K} classes x {u} images" if every_class else f"{u} images") + \
                 f" ({u}: the least common multiple of the images per trajectory of {', '.join(tags)})"
             raise PriError(key, f"{n} images cannot give every method of teachers.{tid} the same class histogram in "
                            f"whole trajectories: use a multiple of {step} = {why}; nearest that work: "
-                           + (f"{lo} or {hi}" if lo else f"{hi}"))
+                           f"{nearest_multiples(n, step)}")
         need = -(-n // (u * K)) * u  # the most images a class is dealt
         for tag in tags:
             have = self._per_class(tid, tag, int(self.inv["images"]), batches)

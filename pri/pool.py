@@ -169,16 +169,21 @@ def balanced_order(labels: torch.Tensor, traj: torch.Tensor, hist: dict, seed: i
 
 def check_unit(n: int, unit: int, per_traj: int, n_option: str, unit_option: str = "--balance-unit") -> None:
     """A balanced selection of ``n`` images in units of ``unit`` from trajectories of ``per_traj`` images."""
-    if unit < 1:
-        raise PriError(unit_option, f"must be >= 1, got {unit}")
+    from .checks import integer
+
+    integer(unit, unit_option, lo=1)
     if unit % per_traj:
         raise PriError(unit_option, f"{unit} is not a multiple of the pool's {per_traj} images per trajectory: "
                        f"give a multiple of {per_traj} (the same for every method compared)")
     if n % unit:
-        lo, hi = (n // unit) * unit, (n // unit + 1) * unit
-        near = f"{lo} or {hi}" if lo else f"{hi}"
         raise PriError(n_option, f"{n} images is not a whole number of {unit}-image units ({unit_option} {unit}); "
-                       f"nearest that work: {near}")
+                       f"nearest that work: {nearest_multiples(n, unit)}")
+
+
+def nearest_multiples(n: int, step: int) -> str:
+    """The multiples of ``step`` next to ``n`` (not 0), in words: ``140 or 280``."""
+    lo, hi = n // step * step, (n // step + 1) * step
+    return f"{lo} or {hi}" if lo else f"{hi}"
 
 
 def add_balance_unit(p, count: str, default_note: str = "") -> None:
