@@ -104,3 +104,19 @@ def fits_memory(count: int, name: str, bytes_each: int = 1, fix: str = "") -> in
         raise PriError(name, f"{shown} images cannot fit in this machine's memory ({have / 2**30:.3g} GiB, at least "
                        f"{bytes_each} byte(s) an image): lower {name}{' ' + fix if fix else ''}")
     return count
+
+
+ITERATIONS_MAX = 2**31 - 1  # a pool's per-patch update counts are int32 (pri.engine)
+
+
+def iterations(value, name: str) -> int:
+    """An iteration count T that can be counted where it is used: an integer >= 1, at most 2^31 - 1 (a
+    pool records each patch's updates in int32) and such that the cost model's list of the active
+    patch count at every iteration (pri.schedules.active_counts: 8 bytes an entry) fits in memory."""
+    integer(value, name, 1)
+    limit = min(ITERATIONS_MAX, memory_bytes() // 8)
+    if value > limit:
+        raise PriError(name, f"{value} iterations cannot be counted: a pool records each patch's updates in int32 "
+                       f"(at most 2^31 - 1) and the cost model lists every iteration's active patches (8 bytes each, "
+                       f"{memory_bytes() / 2**30:.3g} GiB here): lower {name} to {limit} or less")
+    return value

@@ -28,7 +28,6 @@ load the real data, the teacher's passes, then per run: build the student, train
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import PriError
+from .io import input_path
 from .io import progress as progress_bar
 
 # Defaults for a from-scratch student on a few hundred to a few thousand synthetic images (CPU):
@@ -235,6 +235,7 @@ def check_options(args) -> None:
 
     for opt in ("steps", "batch", "eval_batch"):
         checks.integer(getattr(args, opt), option_of(opt), 1)
+    checks.fits_memory(args.batch, "--batch")
     if args.kd_runs < 0 or (args.kd_runs == 0 and args.probe_runs == 0):
         raise PriError("--kd-runs", f"must be >= 1, or 0 with --probe-runs >= 1 (the verdict student alone), got "
                        f"{args.kd_runs} with --probe-runs {args.probe_runs}")
@@ -243,6 +244,8 @@ def check_options(args) -> None:
     for opt in ("images", "limit_test"):
         if getattr(args, opt) is not None:
             checks.integer(getattr(args, opt), option_of(opt), 1)
+    if args.images is not None:
+        checks.fits_memory(args.images, "--images")
     for opt in ("probe_runs", "warmup", "eval_every", "augment_shift"):
         checks.integer(getattr(args, opt), option_of(opt), 0)
     for opt in ("lr", "temperature", "probe_temperature"):
@@ -262,12 +265,13 @@ def check_options(args) -> None:
 
 
 def load_pools(paths: list[str]) -> tuple[list[dict], list[dict]]:
-    """The pools and, per pool, its provenance (path, sha256, images, the ledger's small entries)."""
+    """The pools and, per pool, its provenance (pri.io.input_path, sha256, images, the ledger's
+    small entries)."""
     from .models import sha256_file
     from .pool import load_pool
 
     pools = [load_pool(p) for p in paths]
-    info = [{"path": os.path.abspath(path), "sha256": sha256_file(path), "images": int(len(pool["labels"])),
+    info = [{"path": input_path(path), "sha256": sha256_file(path), "images": int(len(pool["labels"])),
              "ledger": ledger_summary({k: v for k, v in pool["ledger"].items() if k != "teacher"})}
             for path, pool in zip(paths, pools)]
     shapes = {tuple(p["images"].shape[1:]) for p in pools}
@@ -602,7 +606,7 @@ def run_metrics(args, runs, probe, syn, pool_info, teacher, conf, hyper, test_me
         "label_counts": torch.bincount(syn.labels, minlength=k).tolist(),
         "mask_sizes": {str(int(a)): int(b) for a, b in zip(*torch.unique(syn.masks.sum(1), return_counts=True))},
         "pools": pool_info, "method": ledger0.get("method"), "tag": ledger0.get("tag"), "pool_params": ledger0,
-        "teacher": {"path": os.path.abspath(args.teacher), "provenance": teacher.provenance},
+        "teacher": {"path": input_path(args.teacher), "provenance": teacher.provenance},
         "student": {"name": args.student, "provenance": runs[-1]["student"] if runs else None},
         "test": {"dataset": test_meta["dataset"], "source": test_meta["source"], "sha256": test_meta["sha256"],
                  "num_images": test_meta["num_images"]},

@@ -59,7 +59,7 @@ def check_options(args) -> None:
     checks.positive(args.lr, "--lr")
     checks.non_negative(args.tv_weight, "--tv-weight")
     checks.number(args.jitter, "--jitter", 0, 0.5, hi_open=True)  # a fraction of the image side
-    checks.integer(args.iterations, "--iterations", 1)
+    checks.iterations(args.iterations, "--iterations")
     checks.integer(args.batch, "--batch", 1)
     if args.num_classes is not None:
         checks.integer(args.num_classes, "--num-classes", 2)

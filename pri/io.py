@@ -168,6 +168,14 @@ def atomic_write_json(path: str, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def input_path(path: str) -> str:
+    """How an output's provenance names an input (its sha256 identifies it): relative to the working
+    directory where it lies inside it (the workflow's ``results/<run>/...``), else absolute. Two runs
+    of the same work, in one folder or in two clones, record the same names: the same bytes."""
+    full, here = os.path.abspath(path), os.getcwd()
+    return os.path.relpath(full, here) if os.path.commonpath([full, here]) == here else full
+
+
 def timing_path(path: str) -> str:
     """The side file of ``path`` that holds what differs between two runs of the same work
     (wall-clock seconds, peak memory): ``<path>.timing.json``. The output itself stays the same

@@ -117,12 +117,20 @@ class Plan:
         from .models import known_model
 
         checks.fits_memory(int(self.inv["images"]), "inversion.images", fix="(or raise inversion.batches)")
+        checks.iterations(int(self.inv["iterations"]), "inversion.iterations")
         for i, b in enumerate((self.ctl.get("iso_compute") or {}).get("budgets") or []):
             checks.fits_memory(math.ceil(b), f"controls.iso_compute.budgets.{i}")
+        for key in ("distill.images", "distill.batch", "quantize.calib_images"):
+            section, name = key.split(".")
+            value = (self.dis if section == "distill" else self.quant).get(name)
+            if value is not None and (section == "distill" or self.quant.get("enabled")):
+                checks.fits_memory(int(value), key)
         if not self.eff["enabled"]:
             return
-        key = "efficiency.time_batch" if self.eff.get("time_batch") else "efficiency.batch"
-        checks.fits_memory(self.efficiency_batch("time"), key)
+        checks.iterations(int(self.eff["iterations"]), "efficiency.iterations")
+        checks.fits_memory(int(self.eff["batch"]), "efficiency.batch")
+        if self.eff.get("time_batch"):
+            checks.fits_memory(int(self.eff["time_batch"]), "efficiency.time_batch")
         if not all(known_model(m) for m in self.eff["models"]):
             return  # _check_efficiency names the unknown one first
         for i, m in enumerate(self.eff["models"]):
@@ -249,9 +257,8 @@ class Plan:
             miss(f"{key}.checkpoint", f"no trained {t['model']} given: set {key}.checkpoint to a trained teacher, or "
                  f"{key}.init_checkpoint to ImageNet weights to fine-tune from (a path, or 'hub' for timm's weights "
                  "from the Hugging Face hub); only the suite's small ViTs are trained from scratch")
-        if self.dis.get("head_only") and not s_ck:
-            pass
-        elif s_ck == HUB:
+        # (distill.head_only without a student checkpoint fits a head on a random backbone: nothing to find)
+        if s_ck == HUB:
             out += [Missing(tid, "distill", k, r) for k, r in _hub_missing(s_key, student)]
         elif s_ck and not os.path.isfile(s_ck):
             miss(s_key, f"file not found: {s_ck}", "distill")
@@ -271,10 +278,6 @@ class Plan:
 
     def runs(self, tid: str, task: str) -> bool:
         return task in self.tasks.get(tid, [])
-
-    def left_out(self) -> list[dict]:
-        """Tasks a teacher asked for that cannot run, with the reason (the dry run prints them)."""
-        return [m.as_dict() for m in self.missing]
 
     # ---------------------------------------------------------------------------------- sweeps
     def _dims(self, tid):
@@ -393,12 +396,21 @@ class Plan:
         for tag in tags:
             have = self._per_class(tid, tag, int(self.inv["images"]), batches)
             if have < need:
-                m = int(self.inv["images"])
-                while self._per_class(tid, tag, m, batches) < need:
-                    m += 1
+                m = self._least_images(tid, tag, need, batches)
                 raise PriError(key, f"{n} images need {need} of each class, but {tag} of teachers.{tid} inverts "
                                f"only {have} of some class per seed (inversion.images x inversion.batches over {K} "
                                f"classes): raise inversion.images to {m} or more, or lower {key}")
+
+    def _least_images(self, tid: str, tag: str, need: int, batches: int) -> int:
+        """The fewest inversion.images with ``need`` images of every class per seed (bisection: the
+        count grows with the images, and a linear search would take as many steps as images)."""
+        lo, hi = int(self.inv["images"]), max(1, int(self.inv["images"]))
+        while self._per_class(tid, tag, hi, batches) < need:
+            lo, hi = hi, hi * 2
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (mid + 1, hi) if self._per_class(tid, tag, mid, batches) < need else (lo, mid)
+        return hi
 
     def _per_class(self, tid: str, tag: str, images: int, batches: int) -> int:
         """Images of the least-served class in a seed's pools of ``tag`` (engine.assign_labels deals

@@ -55,7 +55,6 @@ FP 79.85; DeiT-B real 78.68 / 76.28, FP 81.85. Real and good synthetic calibrati
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 
@@ -65,6 +64,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import PriError
+from .io import input_path
 from .vit import check_model, mask_to_index, num_patches, patch_size, patchify
 
 CALIBRATIONS = ("pool", "noise", "real")
@@ -459,7 +459,7 @@ class Calibration:
                 raise PriError("--pool", f"{path}: images are {C}x{H}x{W_} with {pool['masks'].shape[1]} patches; the "
                                f"teacher takes {self.ch}x{self.img}x{self.img} with {self.N} patches")
             led = pool["ledger"]
-            self.pool_info.append({"path": os.path.abspath(path), "sha256": sha256_file(path),
+            self.pool_info.append({"path": input_path(path), "sha256": sha256_file(path),
                                    "images": len(pool["labels"]), "method": led.get("method"), "v": led.get("v"),
                                    "seed": led.get("seed")})
         per_traj = 1  # real images (noise has no classes)
@@ -611,7 +611,7 @@ def run(args) -> int:
         "rows": rows, "settings": summarise(settings, rows), "calibrations": calibrations,
         "calibration": args.calibration, "pre_gather": args.pre_gather, "calib_images": args.calib_images,
         "draws": args.draws, "seed": args.seed, "pools": cal.pool_info, "quantised": what_is_quantised(model, chunk),
-        "teacher": {"path": os.path.abspath(args.teacher), "model": tname, "provenance": teacher.provenance},
+        "teacher": {"path": input_path(args.teacher), "model": tname, "provenance": teacher.provenance},
         "test": {"dataset": ds_name, "split": args.split, "source": test_meta["source"], "sha256": test_meta["sha256"],
                  "num_images": int(len(test_y)), "limit_test": args.limit_test},
         "versions": versions(), "device": device_name(device),

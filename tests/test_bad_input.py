@@ -114,6 +114,13 @@ BAD += [
     (DIS + ["--momentum", "nan"], "--momentum"),
     (DIS + ["--warmup", "-1"], "--warmup"),
     (EFF + ["--batch", "0"], "--batch"),
+    # counts beyond what memory (or an int32 count) holds: refused before any work (issue 21)
+    (DIS + ["--batch", "1000000000000"], "--batch"),
+    (DIS + ["--images", "1000000000000"], "--images"),
+    (EFF + ["--what", "flops", "--batch", "1000000000000"], "--batch"),
+    (EFF + ["--iterations", "1000000000000"], "--iterations"),
+    (INV + ["--iterations", "1000000000000"], "--iterations"),
+    (INV + ["--iterations", str(2**31)], "--iterations"),  # a pool counts updates in int32
 ]
 
 
@@ -257,3 +264,38 @@ def test_a_corrupt_image_is_one_line_naming_the_file(kind, where, workers, tmp_p
     assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith("pri teacher: error: --data-root: ") and f"{bad}: not a readable image" in lines[0]
     assert os.listdir(out) == []
+
+
+# An output that is one of the command's inputs (or another of its outputs): refused before any
+# work, one line naming both options, the input untouched (issue 21's probes, each pair)
+T, P = "{d}/teacher.pt", "{d}/pool.pt"
+DIST = ["distill", "--pool", P, "--teacher", T, "--steps", "2"]
+QUAN = ["quantize", "--teacher", T, "--pool", P]
+SAME_FILE = [
+    (DIST + ["--out", T], "--out", "--teacher", T),
+    (DIST + ["--out", P], "--out", "--pool", P),
+    (DIST + ["--out", "{t}/d.json", "--student-out", T], "--student-out", "--teacher", T),
+    (DIST + ["--out", "{t}/d.json", "--student-out", "{t}/d.json"], "--student-out", "--out", None),
+    (QUAN + ["--out", T], "--out", "--teacher", T),
+    (QUAN + ["--out", P], "--out", "--pool", P),
+    (["teacher", "--checkpoint", T, "--dataset", "digits", "--metrics", T], "--metrics", "--checkpoint", T),
+    (["teacher", "--model", "vit_pico_patch4_28", "--dataset", "digits", "--init-checkpoint", T, "--out", T,
+      "--metrics", "{t}/m.json"], "--out", "--init-checkpoint", T),
+    (["efficiency", "--model", "vit_pico_patch4_28", "--checkpoint", T, "--out", T, "--what", "cost"], "--out",
+     "--checkpoint", T),
+]
+
+
+@pytest.mark.parametrize("argv,option,other,kept", SAME_FILE,
+                         ids=[f"{a[0]}-{o}-is-{b}" for a, o, b, _ in SAME_FILE])
+def test_an_output_that_is_an_input_is_refused_naming_both(argv, option, other, kept, files, tmp_path, capsys):
+    import hashlib
+
+    argv = [a.replace("{d}", str(files)).replace("{t}", str(tmp_path)) for a in argv]
+    digest = {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in files.iterdir() if f.is_file()}
+    rc = main(argv)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1 and f"error: {option}:" in lines[0] and other in lines[0], err
+    assert {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in files.iterdir() if f.is_file()} == digest
+    assert os.listdir(tmp_path) == []  # nothing written

@@ -71,6 +71,15 @@ def test_a_bad_number_or_run_name_is_one_line_naming_the_key(change, key, needle
     ({"inversion.images": 10**12}, "inversion.images", "cannot fit in this machine's memory"),
     ({"efficiency.batch": 10**12}, "efficiency.batch", "cannot fit in this machine's memory"),
     ({"controls.iso_compute.budgets": [1e300]}, "controls.iso_compute.budgets.0", "1e+300 images cannot fit"),
+    ({"distill.batch": 10**12}, "distill.batch", "1000000000000 images cannot fit in this machine's memory"),
+    ({"distill.images": 10**12}, "distill.images", "cannot fit in this machine's memory"),
+    ({"quantize.calib_images": 10**12}, "quantize.calib_images", "cannot fit in this machine's memory"),
+    ({"efficiency.batch": 10**12, "efficiency.time_batch": 7}, "efficiency.batch", "cannot fit"),
+    ({"efficiency.time_batch": 10**12}, "efficiency.time_batch", "cannot fit in this machine's memory"),
+    ({"inversion.iterations": 10**12}, "inversion.iterations", "1000000000000 iterations cannot be counted"),
+    ({"inversion.iterations": 2**31}, "inversion.iterations", "int32 (at most 2^31 - 1)"),
+    ({"efficiency.iterations": 10**12}, "efficiency.iterations", "iterations cannot be counted"),
+    ({"distill.images": 80}, "distill.images", "raise inversion.images to 80 or more"),  # found by bisection
 ])
 def test_keys_that_disagree_are_found_when_planning(change, key, needle):
     with pytest.raises(PriError) as e:

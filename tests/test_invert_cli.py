@@ -54,6 +54,12 @@ BAD = [
     (["--method", "smi", "--prune-at", "2", "40"], "--prune-at"),
     (["--method", "dmi", "--v", "4"], "--v"),
     (["--method", "dmi", "--checkpoint", "/nonexistent/teacher.pth"], "--checkpoint"),
+    # options the registry does not list for the method: refused, not ignored
+    (["--method", "pri", "--v", "4", "--rerank-every", "5"], "--rerank-every"),
+    (["--method", "smi_rerank", "--v", "4", "--prune-at", "2", "4"], "--prune-at"),
+    (["--method", "dmi", "--score", "random"], "--score"),
+    (["--method", "pri"], "--v"),
+    (["--method", "smi", "--v", "4", "--prune-at", "2", "4"], "--v"),
 ]
 
 
@@ -170,3 +176,20 @@ def test_a_checkpoint_with_python_objects_says_how_to_resave_it(tmp_path, capsys
     subprocess.run([sys.executable, "-c", shlex.split(cmd)[0]], check=True, cwd=tmp_path)
     rc, err, out = _run(["--method", "dmi", "--checkpoint", str(tmp_path / "deit.weights.pth")], tmp_path, capsys)
     assert rc == 0, err
+
+
+@pytest.mark.parametrize("kw,tag,options", [
+    (dict(method="pri", v=4), "pri_v4", {}),
+    (dict(method="pri", v=4, score="random"), "pri_random_v4", {}),
+    (dict(method="smi"), "smi_default", {}),
+    (dict(method="smi", v=7), "smi_v7", {}),
+    (dict(method="smi", prune_at=[2, 4], prune_ratio=[0.3, 0.3]), "smi", {"prune_at": [2, 4], "prune_ratio": [0.3, 0.3]}),
+    (dict(method="smi", score="random", prune_at=[2]), "smi", {"prune_at": [2], "score": "random"}),
+    (dict(method="smi_rerank", v=2, rerank_every=5), "smi_rerank_v2", {"rerank_every": 5}),
+    (dict(method="dmi_updates", v=7), "dmi_updates_v7", {}),
+])
+def test_method_options_map_to_the_registrys_tags(kw, tag, options):
+    from pri.schedules import spec_from_options
+
+    spec, got = spec_from_options(**kw)
+    assert (spec.tag, got) == (tag, options)

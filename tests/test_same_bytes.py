@@ -44,3 +44,18 @@ def test_rerunning_a_command_gives_the_same_bytes(tmp_path):
     assert set(a) == set(b) == outputs | timings
     differ = sorted(name for name in outputs if a[name] != b[name])
     assert not differ, f"the same work gave other bytes: {differ}"
+
+
+def test_inputs_are_named_relative_to_the_working_directory(tmp_path, monkeypatch):
+    """Two clones running the same workflow name their inputs alike (results/<run>/...), so their
+    metrics are the same bytes; a file outside the working directory keeps its absolute path."""
+    from pri.io import input_path
+
+    outside = tmp_path / "elsewhere" / "teacher.pt"
+    for clone in ("one", "two"):
+        (tmp_path / clone / "results").mkdir(parents=True)
+        monkeypatch.chdir(tmp_path / clone)
+        assert input_path("results/default/pools/p.pt") == "results/default/pools/p.pt"
+        assert input_path(str(tmp_path / clone / "results" / "x.pt")) == "results/x.pt"
+        assert input_path(str(outside)) == str(outside)
+        assert input_path(str(tmp_path / f"{clone}-sibling" / "t.pt")) == str(tmp_path / f"{clone}-sibling" / "t.pt")
