@@ -13,6 +13,7 @@ from pri.io import atomic_write_text
 
 from . import claims as C
 from . import collect, plots
+from . import outputs as O
 from . import stats as S
 
 
@@ -97,9 +98,9 @@ def main(argv=None) -> int:
                          int(ccfg.get("bootstrap", 2000)))
     d.update(with_intervals(d, level))
     why = "; ".join(f"{m['key']}: {m['reason']}" for m in missing) if missing else ""
-    for name in ("distill", "pools", "quantize"):  # per-image correctness stays out of the CSV
+    for name in O.TIDY:  # per-image correctness stays out of the CSV; measured seconds are in the timing table
         atomic_write_text(os.path.join(a.out, f"{name}_tidy.csv"),
-                          d[name].drop(columns=["correct"], errors="ignore").to_csv(index=False))
+                          collect.without_measured(d[name].drop(columns=["correct"], errors="ignore")).to_csv(index=False))
     rows = C.accuracy_claims(d["differences"], d["teachers"], ccfg, missing)
     rows += C.efficiency_claims(d["flops"], d["times"], d["theorem1"], ccfg, enabled=bool(a.efficiency))
     claims = C.table(rows)
@@ -163,7 +164,8 @@ def write_tables(d: dict, claims: pd.DataFrame, missing: list, why: str, out: st
     write_table(d["efficiency"], out, "efficiency", "efficiency track not run")
     write_table(d["theorem1"].drop(columns=["samples_a", "samples_b"], errors="ignore"), out, "theorem1",
                 "efficiency track not run")
-    write_table(d["teachers"], out, "teachers", f"no teacher: {why}")
+    write_table(d["timing"], out, "timing", "nothing was timed")
+    write_table(collect.without_measured(d["teachers"]), out, "teachers", f"no teacher: {why}")
     write_table(d["versions"], out, "versions", "no jobs recorded versions")
     write_table(pd.DataFrame(missing), out, "skipped", "nothing was skipped")
 

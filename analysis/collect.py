@@ -526,7 +526,8 @@ def sd_upper(sd: float, df: int, confidence: float = 0.8) -> float:
 
 
 def accuracy_table(acc: pd.DataFrame, pool_rows: pd.DataFrame, teacher_rows: pd.DataFrame) -> pd.DataFrame:
-    """Per teacher, sweep and tag: the students' top-1 over seeds, measured sparsity, images, speed."""
+    """Per teacher, sweep and tag: the students' top-1 over seeds, measured sparsity, images (the
+    inversion's seconds are in the timing table)."""
     if acc.empty:
         return acc
     keys = ["teacher", "sweep", "tag", "family", "method", "v"]
@@ -542,7 +543,7 @@ def accuracy_table(acc: pd.DataFrame, pool_rows: pd.DataFrame, teacher_rows: pd.
         t["scratch_kl_teacher_mean"] = g["scratch_kl_teacher"].mean().values
     if not pool_rows.empty:
         sp = pool_rows.groupby(["teacher", "sweep", "tag"]).agg(
-            sparsity=("sparsity", "mean"), pool_images=("images", "mean"), seconds_per_image=("seconds_per_image", "mean"),
+            sparsity=("sparsity", "mean"), pool_images=("images", "mean"),
             updates_mean_fraction=("updates_mean_fraction", "mean"), label_imbalance=("label_imbalance", "max"))
         t = t.merge(sp.reset_index(), on=["teacher", "sweep", "tag"], how="left")
     if not teacher_rows.empty:
@@ -616,15 +617,43 @@ def iso_table(acc: pd.DataFrame, pool_rows: pd.DataFrame) -> pd.DataFrame:
               "inversion_seconds"]]
 
 
-def efficiency_table(flops: pd.DataFrame, times: pd.DataFrame) -> pd.DataFrame:
-    if flops.empty:
-        return flops
-    eff = flops.drop(columns=["active_tokens"], errors="ignore")
-    if times.empty:
-        return eff
-    keep = ["model", "tag", "seconds_per_image", "repeats", "mode", "device", "dtype", "cuda_graphs", "peak_memory_mb",
-            "peak_memory_kind", "measured_speedup", "speedup_lo", "speedup_hi"]
-    return eff.merge(times[[c for c in keep if c in times]], on=["model", "tag"], how="outer")
+def efficiency_table(flops: pd.DataFrame) -> pd.DataFrame:
+    """The efficiency track's counts per model and schedule (cost model, fvcore): deterministic;
+    its measured times are in the timing table."""
+    return flops if flops.empty else flops.drop(columns=["active_tokens"], errors="ignore")
+
+
+# Measured durations: in the timing table only, so that every other table is the same bytes when
+# the same work is run again (analysis/outputs.py names the outputs that show them).
+MEASURED_COLUMNS = ("train_seconds", "wall_seconds", "inversion_seconds", "seconds_per_image")
+EFFICIENCY_TIMING = ("model", "tag", "seconds_per_image", "repeats", "mode", "device", "dtype", "cuda_graphs",
+                     "peak_memory_mb", "peak_memory_kind", "measured_speedup", "speedup_lo", "speedup_hi")
+
+
+def without_measured(df: pd.DataFrame) -> pd.DataFrame:
+    return df.drop(columns=list(MEASURED_COLUMNS), errors="ignore")
+
+
+def timing_table(teacher_rows: pd.DataFrame, acc: pd.DataFrame, pool_rows: pd.DataFrame,
+                 times: pd.DataFrame) -> pd.DataFrame:
+    """Every measured duration of a run, one row per job (teacher training, inversion batch,
+    distillation) and per timed schedule of the efficiency track (seconds per generated image,
+    peak memory and the speed-up over DMI with its interval)."""
+    jobs = [("teacher training", teacher_rows, ["teacher"], {"train_seconds": "seconds"}),
+            ("inversion", pool_rows, ["teacher", "sweep", "tag", "seed", "batch", "images", "device"],
+             {"inversion_seconds": "seconds", "seconds_per_image": "seconds_per_image"}),
+            ("distillation", acc, ["teacher", "sweep", "tag", "seed", "device"], {"wall_seconds": "seconds"})]
+    frames = [df[[c for c in keys + list(cols) if c in df]].rename(columns=cols).assign(job=job)
+              for job, df, keys, cols in jobs if not df.empty and set(cols) & set(df)]
+    if not times.empty:
+        frames.append(times[[c for c in EFFICIENCY_TIMING if c in times]].assign(job="efficiency timing"))
+    if not frames:
+        return pd.DataFrame()
+    t = pd.concat(frames, ignore_index=True)
+    for c in ("seed", "batch", "images", "repeats"):  # counts stay integers beside the other jobs' blanks
+        if c in t:
+            t[c] = t[c].astype("Int64")
+    return t[["job"] + [c for c in t if c != "job"]]
 
 
 def efficiency_curves(flops: pd.DataFrame) -> pd.DataFrame:
@@ -666,5 +695,6 @@ def load_all(teacher_paths, distill_paths, pool_paths, efficiency_paths, quantiz
             "accuracy": accuracy_table(acc, pool_rows, t), "quantize_table": quantize_table(quant),
             "variance": variance_table(acc),
             "power": power(diffs),
-            "iso": iso_table(acc, pool_rows), "efficiency": efficiency_table(flops, times),
+            "iso": iso_table(acc, pool_rows), "efficiency": efficiency_table(flops),
+            "timing": timing_table(t, acc, pool_rows, times),
             "efficiency_curves": efficiency_curves(flops), "versions": versions(pool_rows, times)}

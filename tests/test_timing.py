@@ -10,7 +10,6 @@ import json
 import statistics
 
 import pytest
-import torch
 
 from pri.efficiency import efficiency_table
 from pri.engine import InversionConfig
@@ -18,14 +17,6 @@ from pri.errors import PriError
 from pri.models import load_model
 from pri.schedules import DMI, PRI, SMI
 from pri.timing import StageSampler, time_schedule, time_schedules
-
-
-@pytest.fixture
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

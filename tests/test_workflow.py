@@ -1,6 +1,7 @@
 """The Snakemake workflow: dry runs, config errors found before any job, values that cannot reach
 a shell as commands, and the tiny config end to end (interrupted and resumed)."""
 import csv
+import hashlib
 import json
 import os
 import re
@@ -112,6 +113,7 @@ def test_config_mistakes_stop_the_dry_run_in_one_line(tmp_path, change, needle):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.slow
 def test_a_config_cannot_run_commands(tmp_path):
     """A teacher id or model name with shell syntax is refused by the schema; a path with shell
     syntax (paths may hold any character) reaches the commands quoted, as one argument."""
@@ -152,6 +154,7 @@ def test_workflow_is_lint_clean(tmp_path):
         r.stdout[-3000:] + r.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_rule_logs_get_a_progress_line_at_most_every_15_seconds(tmp_path):
     """A progress bar writing to a log file (not a terminal) refreshes only on its 15 s interval,
     even when its postfix changes every step (which forces a refresh on a terminal) and when tqdm's
@@ -255,6 +258,39 @@ def test_tiny_config_end_to_end_interrupted_and_resumed(tmp_path):
     assert all((tmp_path / f).stat().st_mtime_ns != t for f, t in stamps.items()), "the job was not redone"
     new = json.loads(metrics.read_text())
     assert new["top1"] == old["top1"] and new["top1_runs"] == old["top1_runs"]
+    _measured_outputs_are_the_only_ones_timing_changes(run_dir, tmp_path)
+
+
+def _analysis_files(run_dir: Path, out: Path) -> dict:
+    """python -m analysis over the run's results into ``out``: {file relative to out: sha256}."""
+    from analysis.__main__ import main as analysis_main
+
+    results = lambda kind, pattern: [str(p) for p in sorted((run_dir / kind).rglob(pattern))  # noqa: E731
+                                     if not p.name.endswith(".timing.json")]
+    argv = ["--out", str(out), "--teachers", *results("teachers", "teacher.json"),
+            "--distill", *results("distill", "*.json"), "--pools", *results("pools", "*.pt"),
+            "--efficiency", *results("efficiency", "*.json"), "--quantize", *results("quantize", "*.json")]
+    assert analysis_main(argv) == 0
+    return {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in out.rglob("*") if p.is_file()}
+
+
+def _measured_outputs_are_the_only_ones_timing_changes(run_dir: Path, tmp_path: Path):
+    """Same work, same bytes, in the analysis: run it twice on the same results, the second time
+    with every measured number in the timing side files changed. Exactly the outputs that
+    analysis/outputs.py lists as measured may differ (and the timing table must: the check can
+    tell), every other output is the same bytes; the analysis writes exactly the files it lists."""
+    from analysis import outputs
+
+    first = _analysis_files(run_dir, tmp_path / "analysis_a")
+    for side in run_dir.rglob("*.timing.json"):
+        t = json.loads(side.read_text())
+        side.write_text(json.dumps({k: (v * 1.7 if isinstance(v, float) else
+                                        [x * 1.7 for x in v] if isinstance(v, list) else v) for k, v in t.items()}))
+    second = _analysis_files(run_dir, tmp_path / "analysis_b")
+    assert set(first) == set(second) == set(outputs.all_files())
+    differ = {f for f in first if first[f] != second[f]}
+    assert "tables/timing.csv" in differ, "the timing table did not follow the timing side files"
+    assert differ <= set(outputs.measured_files()), f"not listed as measured: {sorted(differ - set(outputs.measured_files()))}"
 
 
 def _tree(root: Path) -> set:

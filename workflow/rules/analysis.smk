@@ -1,40 +1,11 @@
 # Analysis: tidy CSVs, tables, plots and claim verdicts. Tables are written as CSV and markdown
 # (plain outputs) and as small HTML files: the HTML ones and the plots appear in report.html, each
-# with its caption from workflow/report/<name>.rst. Categories are numbered because the report
-# orders them by name: the verdicts first, then the claims' forest plot, then the rest.
+# with its caption from workflow/report/<name>.rst and its category from analysis/outputs.py,
+# which names every output once.
 import json
 import os
 
-VERDICTS = "1 Verdicts"
-TABLES = {
-    "verdicts": VERDICTS,
-    "claims": "2 Claims",
-    "differences": "2 Claims",
-    "power": "2 Claims",
-    "accuracy": "3 Accuracy",
-    "variance": "3 Accuracy",
-    "compute": "4 Controls",
-    "quantization": "5 Quantisation",
-    "efficiency": "6 Efficiency",
-    "theorem1": "6 Efficiency",
-    "teachers": "8 Provenance",
-    "versions": "8 Provenance",
-    "skipped": "8 Provenance",
-}
-PLOTS = {
-    "forest": "2 Claims",
-    "forest_controls": "2 Claims",
-    "forest_efficiency": "2 Claims",
-    "accuracy_vs_sparsity": "3 Accuracy",
-    "update_counts": "4 Controls",
-    "accuracy_vs_compute": "4 Controls",
-    "quantization": "5 Quantisation",
-    "flops": "6 Efficiency",
-    "speedup": "6 Efficiency",
-    "active_tokens": "6 Efficiency",
-    "synthetic_grid": "7 Synthetic images",
-    "pri_stages": "7 Synthetic images",
-}
+from analysis.outputs import PLOTS, TABLES
 
 
 rule analysis:
