@@ -517,9 +517,7 @@ def prepare(x: torch.Tensor, img_size: int | None, mean, std) -> torch.Tensor:
     if m.shape[1] != x.shape[1]:
         if x.shape[1] == 1 and m.shape[1] > 1:
             x = x.expand(-1, m.shape[1], -1, -1)
-        elif m.shape[1] == 1:
-            pass
-        else:
+        elif m.shape[1] != 1:  # one mean and std for every channel broadcast as they are
             raise ValueError(f"images have {x.shape[1]} channels, normalisation has {m.shape[1]}")
     return (x - m) / s
 

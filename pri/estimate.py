@@ -14,6 +14,7 @@ stored in ``benchmarks/results/cpu`` (written by ``benchmarks/cost.py --measure`
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -173,6 +174,20 @@ class Job:
     memory_mb: float
 
 
+@functools.cache
+def _backbone_for(teacher_model: str):
+    """The verdict student's backbone for a teacher model's patch grid, built once per model:
+    building a DeiT-B per distillation job made the paper config's dry run take minutes."""
+    from .models import build_model
+    from .probe import build_backbone
+    from .vit import patch_size
+
+    t = build_model(teacher_model)
+    bb = build_backbone(int(t.patch_embed.img_size[0]), patch_size(t), int(t.patch_embed.proj.in_channels))
+    bb.reset_classifier(1)  # the cost model counts a model with a head; one output costs nothing
+    return bb
+
+
 class Estimate:
     """Every job a config runs (from its plan), with its CPU seconds. ``rates``: {threads: Rates}."""
 
@@ -247,14 +262,7 @@ class Estimate:
 
     def _backbone(self, tid: str):
         """The verdict student's backbone for a teacher's patch grid (priced at the teacher's rate)."""
-        from .models import build_model
-        from .probe import build_backbone
-        from .vit import patch_size
-
-        t = build_model(self.plan.teachers[tid]["model"])
-        bb = build_backbone(int(t.patch_embed.img_size[0]), patch_size(t), int(t.patch_embed.proj.in_channels))
-        bb.reset_classifier(1)  # the cost model counts a model with a head; one output costs nothing
-        return bb
+        return _backbone_for(self.plan.teachers[tid]["model"])
 
     def _probe_job(self, tid: str) -> float:
         """Once per distillation job: the backbone's features and the teacher's logits of the test

@@ -386,12 +386,18 @@ class Method:
     options: tuple = ()
     sparsity: Callable | None = None  # (v) -> nominal fraction of patches removed per image
     help: str = ""
+    random_variant: str | None = None  # the method `--method NAME --score random` means (pri -> pri_random)
+    plain: str | None = None  # the method `--method NAME` means without v or options (smi -> smi_default)
 
 
 REGISTRY: dict[str, Method] = {}
 
 
 def register(m: Method) -> Method:
+    """Add a method to the vocabulary; a name registered twice is an error, not a silent overwrite."""
+    if m.name in REGISTRY:
+        raise ValueError(f"method {m.name!r} is already registered ({REGISTRY[m.name].help or REGISTRY[m.name].family}); "
+                         "choose another name")
     REGISTRY[m.name] = m
     return m
 
@@ -437,14 +443,14 @@ register(Method("smi_default", "SMI (default)", "none",
                 sparsity=lambda v: 1 - (1 - SMI_PUBLIC_RATIO) ** SMI_PRUNES,
                 help="SMI's public schedule: prune 30% at 50/100/200/300 of 4000, scaled to T"))
 register(Method("smi", "SMI (matched)", "optional", _smi, options=("prune_at", "prune_ratio", "prune_keep", "score"),
-                sparsity=lambda v: 1 - 1 / v,
+                sparsity=lambda v: 1 - 1 / v, plain="smi_default",
                 help="SMI at PRI's sparsity 1 - 1/v (smi_v<V>); without v, SMI with explicit prune options"))
 register(Method("smi_rerank", "SMI (re-ranking)", "required", _smi_rerank, options=("rerank_every",),
                 sparsity=lambda v: 1 - 1 / v,
                 help="SMI at matched sparsity that re-chooses its active set over all patches every "
                      "--rerank-every iterations after the first prune"))
 register(Method("pri", "PRI", "required", lambda v, n, T, o: PRI(v), sparsity=lambda v: 1 - 1 / v,
-                help="Patch Rebirth Inversion with division factor v"))
+                random_variant="pri_random", help="Patch Rebirth Inversion with division factor v"))
 register(Method("pri_random", "PRI (random)", "required", lambda v, n, T, o: PRI(v, score="random"),
                 sparsity=lambda v: 1 - 1 / v, help="PRI with random patch selection (the Re-Birth ablation)"))
 register(Method("smi_star", "SMI*", "optional", _smi_star,
@@ -526,31 +532,35 @@ class Spec:
 
 
 def spec_from_options(method: str, v: int | None = None, score: str = "cls_attn", prune_at=None,
-                      prune_ratio=None, prune_keep=None) -> tuple[Spec, dict]:
-    """``pri invert --method M [--v V] [--score S] [--prune-...]`` as a (spec, options) pair."""
-    if v is not None and method not in ("pri", "smi", "smi_rerank", "dmi_updates"):
+                      prune_ratio=None, prune_keep=None, rerank_every=None) -> tuple[Spec, dict]:
+    """``pri invert --method M [--v V] [--score S] [--prune-...] [--rerank-every R]`` as a (spec,
+    options) pair, read from the registry: an option the method does not list, or a division
+    factor it does not take, is refused naming the option."""
+    m = REGISTRY.get(method)
+    if m is None:
+        raise PriError("--method", f"unknown method {method!r}: choose one of {', '.join(REGISTRY)}")
+    given = {k: x for k, x in (("prune_at", prune_at), ("prune_ratio", prune_ratio), ("prune_keep", prune_keep),
+                               ("rerank_every", rerank_every)) if x is not None and x != []}
+    if score != "cls_attn" and not (m.random_variant and score == "random"):
+        given["score"] = score
+    for k in given:
+        if k not in m.options:
+            takers = [n for n, r in REGISTRY.items() if k in r.options] + (
+                [n for n, r in REGISTRY.items() if r.random_variant] if k == "score" else [])
+            raise PriError(OPTIONS[k], f"--method {method} takes no {OPTIONS[k]} (the methods that do: {', '.join(takers)})")
+    if v is not None and m.v == "none":
         raise PriError("--v", f"--method {method} takes no division factor")
-    explicit = {k: x for k, x in (("prune_at", prune_at), ("prune_ratio", prune_ratio), ("prune_keep", prune_keep))
-                if x}
-    if explicit and method not in ("smi", "smi_rerank"):
-        raise PriError(OPTIONS[next(iter(explicit))], f"only SMI takes prune options (got --method {method})")
-    if score != "cls_attn" and method not in ("pri", "smi"):
-        raise PriError("--score", f"--method {method} has no --score choice")
-    if method == "pri":
-        if v is None:
-            raise PriError("--v", "PRI needs a division factor, e.g. --v 4")
-        return Spec("pri_random" if score == "random" else "pri", v), {}
-    if method == "smi":
-        if explicit or score != "cls_attn":
-            if v is not None:
-                raise PriError("--v", "give either --v (SMI at PRI's sparsity) or explicit prune options, not both")
-            return Spec("smi"), {**explicit, "score": score}
-        return (Spec("smi", v), {}) if v is not None else (Spec("smi_default"), {})
-    if method in REGISTRY:
-        spec = Spec(method, v)
-        spec.check("--v")
-        return spec, explicit
-    raise PriError("--method", f"unknown method {method!r}: choose one of {', '.join(REGISTRY)}")
+    if score == "random" and m.random_variant:
+        method = m.random_variant
+    if m.v == "optional" and v is not None and set(given) & {"prune_at", "prune_ratio", "prune_keep", "score"}:
+        raise PriError("--v", "give either --v (SMI at PRI's sparsity) or explicit prune options, not both")
+    if m.plain and v is None and not given:
+        method = m.plain
+    if m.v == "required" and v is None:
+        raise PriError("--v", f"--method {method} needs a division factor, e.g. --v 4")
+    spec = Spec(method, v)
+    spec.check("--v")
+    return spec, given
 
 
 def build(tag: str, n: int, iterations: int, options: dict | None = None, option: str = "--schedule") -> Schedule:
@@ -619,10 +629,8 @@ def specs_from_args(args, many: bool = False) -> list[tuple[Spec, dict]]:
     opts = {"prune_at": args.prune_at, "prune_ratio": args.prune_ratio, "prune_keep": args.prune_keep,
             "rerank_every": args.rerank_every}
     if args.method:
-        spec, explicit = spec_from_options(args.method, args.v, args.score or "cls_attn", args.prune_at,
-                                           args.prune_ratio, args.prune_keep)
-        extra = {k: x for k, x in opts.items() if k == "rerank_every" and x is not None}
-        return [(spec, {**explicit, **extra})]
+        return [spec_from_options(args.method, args.v, args.score or "cls_attn", args.prune_at, args.prune_ratio,
+                                  args.prune_keep, args.rerank_every)]
     for name, flag in (("v", "--v"), ("score", "--score")):
         if getattr(args, name) is not None:
             raise PriError(flag, f"{flag} goes with --method; a tag already says it (e.g. --schedule pri_random_v4)")

@@ -1,11 +1,10 @@
 """What training a teacher and distilling a student share: the optimiser (timm's parameter groups:
 no weight decay on norms, biases, position embedding and CLS), the learning-rate schedule (linear
-warm-up, then cosine to 0, stepped every iteration), evaluation on real images, device
-synchronisation and peak memory."""
+warm-up, then cosine to 0, stepped every iteration), evaluation on real images and device
+synchronisation."""
 from __future__ import annotations
 
 import math
-import resource
 
 import torch
 
@@ -51,15 +50,6 @@ def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def peak_memory(device: torch.device) -> dict:
-    """Peak memory so far: CUDA's max allocated, or the process's maximum resident set on a CPU."""
-    if device.type == "cuda":
-        return {"peak_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20,
-                "peak_memory_kind": "cuda_max_allocated"}
-    return {"peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "peak_memory_kind": "process_max_rss"}
 
 
 @torch.no_grad()

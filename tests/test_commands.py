@@ -27,6 +27,7 @@ def _env() -> dict:
     return dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", TQDM_DISABLE="1")
 
 
+@pytest.mark.slow
 def test_readme_pri_commands_run_as_written(tmp_path, fmnist_root):
     lines = code_block_after(ROOT / "README.md", "### The `pri` command")
     assert len(lines) >= 6 and all(ln.startswith("pri ") for ln in lines), lines

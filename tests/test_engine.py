@@ -352,3 +352,17 @@ def test_random_weights_are_seeded(tmp_path):
         pools.append(torch.load(tmp_path / name, weights_only=True))
     assert torch.equal(pools[0]["images"], pools[1]["images"]) and torch.equal(pools[0]["masks"], pools[1]["masks"])
     assert pools[0]["ledger"]["teacher"]["sha256"] == "random-init" and "init_seed" in pools[0]["ledger"]["teacher"]
+
+
+def test_a_method_registered_twice_is_refused_and_the_first_stays():
+    from pri.schedules import REGISTRY, Method, register
+
+    before = REGISTRY["pri"]
+    with pytest.raises(ValueError, match="'pri' is already registered"):
+        register(Method("pri", "PRI (again)", "required", lambda v, n, T, o: None))
+    assert REGISTRY["pri"] is before
+    new = register(Method("pri_test_only", "PRI (test)", "required", lambda v, n, T, o: None))
+    try:
+        assert REGISTRY["pri_test_only"] is new
+    finally:
+        del REGISTRY["pri_test_only"]

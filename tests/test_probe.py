@@ -87,6 +87,7 @@ def test_two_verdict_students_of_one_pool_agree(tmp_path, teacher):  # noqa: F81
     assert rc == 0 and "probe" not in json.load(open(out))
 
 
+@pytest.mark.slow
 def test_ceiling_on_real_images_is_at_least_75_percent(fmnist_root):
     """The backbone's ceiling: the head fitted by cross-entropy on 10000 real training images,
     scored on the validation split (held out of training), is >= 75 % (docs/methods.md)."""

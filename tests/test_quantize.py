@@ -17,13 +17,9 @@ FMNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread (as the workflow runs it): on a busy 2-core machine more threads oversubscribe the cores
-    and small elementwise ops slow down tenfold."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
+    """Every quantiser test runs on one torch thread (conftest.one_thread)."""
     yield
-    torch.set_num_threads(n)
 
 
 # ---------------------------------------------------------------------------------------------
