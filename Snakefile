@@ -16,7 +16,7 @@ if "teachers" not in config:
     configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
-from pri.config import config_errors
+from pri.workflow.config import config_errors
 
 _problems = config_errors(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
 if _problems:

@@ -9,7 +9,7 @@ import sys
 
 import pandas as pd
 
-from pri.io import atomic_write_text
+from pri.files.io import atomic_write_text
 
 from . import claims as C
 from . import collect, plots
@@ -173,7 +173,7 @@ def write_tables(d: dict, claims: pd.DataFrame, missing: list, why: str, out: st
 def real_images(d: dict, data: dict):
     """(images, labels) of the grid's teacher's real test set and the dataset's class names, or
     (None, names or None) when the data is not at hand (the grid then has no real row)."""
-    from pri import data as D
+    from pri.files import data as D
 
     if not d["first"]:
         return None, None

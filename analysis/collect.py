@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pri.cost import speedups
-from pri.io import read_timing
-from pri.layout import parse
-from pri.schedules import Spec
+from pri.core.schedules import Spec
+from pri.files.io import read_timing
+from pri.measure.cost import speedups
+from pri.workflow.layout import parse
 
 from . import stats
 
@@ -26,7 +26,7 @@ def _read(path):
 
 
 def _timed(path, m: dict, key: str):
-    """A measured duration of an output: from its timing side file (pri.io.timing_path), or from the
+    """A measured duration of an output: from its timing side file (pri.files.io.timing_path), or from the
     output itself for results written before timings moved there."""
     return read_timing(path).get(key, m.get(key))
 
@@ -61,7 +61,7 @@ def teachers(paths) -> tuple[pd.DataFrame, dict]:
     return pd.DataFrame(rows), conf
 
 
-ARM_PROBE = "verdict student"  # pri/probe.py: fixed random backbone, linear head fitted by KD to convergence
+ARM_PROBE = "verdict student"  # pri/tasks/probe.py: fixed random backbone, linear head fitted by KD to convergence
 ARM_SCRATCH = "from scratch"  # the student trained by SGD from a random initialisation
 
 

@@ -15,8 +15,8 @@ import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from pri.io import atomic_path  # noqa: E402
-from pri.schedules import REGISTRY  # noqa: E402
+from pri.core.schedules import REGISTRY  # noqa: E402
+from pri.files.io import atomic_path  # noqa: E402
 
 from . import stats  # noqa: E402
 

@@ -3,10 +3,10 @@
     python benchmarks/class_balance.py [--config config/paper.yaml] [--seed S]
 
 For each teacher of the plan and each method of its main sweep, the labels of the seed's pools are
-dealt exactly as ``pri invert`` deals them (pri.engine.assign_labels over the seed's jobs, one
+dealt exactly as ``pri invert`` deals them (pri.core.engine.assign_labels over the seed's jobs, one
 class per trajectory), and the images a student sees (distill.images) and the first calibration
 draw of quantisation (quantize.calib_images) are selected with the functions ``pri distill`` and
-``pri quantize`` use (pri.pool.balanced_order). It prints, per task and method, the classes covered
+``pri quantize`` use (pri.files.pool.balanced_order). It prints, per task and method, the classes covered
 and the images per class, and whether every method's histogram is the same.
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ def pool_labels(plan, tid: str, tag: str, seed: int):
     """(labels, trajectory ids) of a seed's pools of ``tag``, as the inversion jobs write them."""
     import torch
 
-    from pri.engine import assign_labels
+    from pri.core.engine import assign_labels
 
     sweep = plan.sweep(tid, "main")
     s = plan.schedule(tid, tag)
@@ -37,8 +37,8 @@ def histograms(plan, tid: str, seed: int) -> list[dict]:
     """One row per (task, method): the selection's images per class."""
     import torch
 
-    from pri.pool import balanced_order, class_histogram
-    from pri.quantize import draw_generator
+    from pri.files.pool import balanced_order, class_histogram
+    from pri.tasks.quantize import draw_generator
 
     sweep, K = plan.sweep(tid, "main"), plan.num_classes(tid)
     classes = plan.classes_of(tid) or range(K)
@@ -61,7 +61,7 @@ def histograms(plan, tid: str, seed: int) -> list[dict]:
 
 def main(argv=None) -> None:
     from benchmarks.gpu_hours import read_config
-    from pri.plan import Plan
+    from pri.workflow.plan import Plan
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default=os.path.join(HERE, "..", "config", "paper.yaml"))

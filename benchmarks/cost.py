@@ -4,7 +4,7 @@ the wall-clock of `snakemake --cores N`, and GPU hours on the measured H200 figu
     python benchmarks/cost.py [--config config/config.yaml] [--cores 2] [--measure]
 
 CPU seconds are priced from the plan (the jobs Snakemake will run) with step times of the config's
-own models (pri/estimate.py), read from benchmarks/results/cpu/rates.json (measured on a 2-core
+own models (pri/workflow/estimate.py), read from benchmarks/results/cpu/rates.json (measured on a 2-core
 machine of the kind CI runs on); ``--measure`` times the steps here first (about a minute) and
 writes them there. GPU hours come from benchmarks/gpu_hours.py.
 """
@@ -28,7 +28,7 @@ def models_of(plan) -> list[str]:
 
 
 def rates_for(plan, path: str, cores: int, measure: bool) -> dict:
-    from pri.estimate import Rates, measure as measure_rates
+    from pri.workflow.estimate import Rates, measure as measure_rates
 
     threads = sorted({1, int(plan.config.get("threads") or 1), cores})
     stored = {}
@@ -47,14 +47,14 @@ def rates_for(plan, path: str, cores: int, measure: bool) -> dict:
             r.machine = fresh.machine
         out[th] = r
     if measure:
-        from pri.io import atomic_write_json
+        from pri.files.io import atomic_write_json
 
         atomic_write_json(path, {str(k): v.to_json() for k, v in {**{k: load(v) for k, v in stored.items()}, **out}.items()})
     return out
 
 
 def load(d):
-    from pri.estimate import Rates
+    from pri.workflow.estimate import Rates
 
     return Rates.from_json(d)
 
@@ -69,8 +69,8 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     import gpu_hours
 
-    from pri.estimate import Estimate
-    from pri.plan import Plan
+    from pri.workflow.estimate import Estimate
+    from pri.workflow.plan import Plan
 
     cfg = gpu_hours.read_config(a.config)
     plan = Plan(cfg, check_inputs=False)  # price every job the config asks for, data or not

@@ -12,7 +12,7 @@ Sections, in order of value; each writes its JSON as soon as it is done, and a s
    pixels, and the gradients (Adam's moments at lr 0); a short full PRI run (T = 40, v = 4) with
    graphs on and off. ``correctness_deterministic.json``: the same with deterministic algorithms.
 3. ``paper_<model>.json``: DeiT-Ti and DeiT-B at batch 128, bf16, T = 4000: DMI, SMI (default),
-   PRI v = 4 and v = 7, stage-sampled with CUDA graphs (``pri.efficiency.efficiency_table``:
+   PRI v = 4 and v = 7, stage-sampled with CUDA graphs (``pri.measure.efficiency.efficiency_table``:
    analytic MACs and seconds per generated image, per-stage step times, peak memory);
    ``paper_fp32_<model>.json`` the same in fp32 with TF32 matmuls, config/paper.yaml's dtype.
    ``train_steps.json``: seconds per fine-tuning, KD and evaluation step of DeiT-Ti/S/B at 224 px
@@ -72,8 +72,8 @@ def env_info() -> dict:
 
 def _stage(teacher, dtype: str, graphs: str, steps: int, lr: float | None = None) -> dict:
     """``steps`` steps of one stage (49 patches) from the same start and augmentations."""
-    from pri.engine import InversionConfig, Inverter
-    from pri.schedules import DMI
+    from pri.core.engine import InversionConfig, Inverter
+    from pri.core.schedules import DMI
 
     kw = {} if lr is None else {"lr": lr}
     cfg = InversionConfig(iterations=10, batch=PAPER["check_batch"], seed=3, device=DEV, dtype=dtype, graphs=graphs,
@@ -82,7 +82,7 @@ def _stage(teacher, dtype: str, graphs: str, steps: int, lr: float | None = None
     st = inv.stage_stepper(PAPER["check_k"])
     for _ in range(steps):
         st()
-    inv.sync()
+    torch.cuda.synchronize(inv.device)
     state = inv.opt.state[inv.x]
     return {"x": inv.x.detach().float().clone(), "m": state["exp_avg"].float().clone(),
             "v": state["exp_avg_sq"].float().clone(), "captured": inv.use_graphs}
@@ -103,9 +103,9 @@ def correctness(steps: int = 8, deterministic: bool = False) -> dict:
     - ``run``: a short full PRI run (T = 40, v = 4), graphs on vs off: masks and uint8 images.
     With ``deterministic`` the same under torch.use_deterministic_algorithms(True).
     """
-    from pri.engine import InversionConfig, Inverter
-    from pri.models import load_model
-    from pri.schedules import PRI
+    from pri.core.engine import InversionConfig, Inverter
+    from pri.core.schedules import PRI
+    from pri.files.models import load_model
 
     if deterministic:
         torch.use_deterministic_algorithms(True)
@@ -162,8 +162,8 @@ def correctness_deterministic() -> dict:
 
 
 def paper(model: str, steps: int, warmup: int, repeats: int, dtype: str | None = None) -> dict:
-    from pri.cost import standard_schedules
-    from pri.efficiency import efficiency_table
+    from pri.measure.cost import standard_schedules
+    from pri.measure.efficiency import efficiency_table
 
     T = PAPER["iterations"]
     scheds = standard_schedules(PAPER["n"], T, vs=(4, 7), random=False, matched=False, ideal=False)
@@ -182,9 +182,9 @@ def paper(model: str, steps: int, warmup: int, repeats: int, dtype: str | None =
 
 
 def overhead(model: str, steps: int, warmup: int, repeats: int) -> dict:
-    from pri.engine import InversionConfig
-    from pri.models import load_model
-    from pri.timing import StageSampler
+    from pri.core.engine import InversionConfig
+    from pri.files.models import load_model
+    from pri.measure.timing import StageSampler
 
     teacher = load_model(model)
     out = []
@@ -218,8 +218,8 @@ def train_steps(models: tuple, steps: int = 10, warmup: int = 3) -> dict:
     """
     import torch.nn.functional as F
 
-    from pri.models import build_model
-    from pri.vit import sparse_forward
+    from pri.core.vit import sparse_forward
+    from pri.files.models import build_model
 
     def timed(fn) -> dict:
         for _ in range(warmup):
@@ -307,10 +307,10 @@ def train_steps(models: tuple, steps: int = 10, warmup: int = 3) -> dict:
 
 
 def full_vs_sampled() -> dict:
-    from pri.engine import InversionConfig
-    from pri.models import load_model
-    from pri.schedules import DMI, PRI
-    from pri.timing import time_schedule
+    from pri.core.engine import InversionConfig
+    from pri.core.schedules import DMI, PRI
+    from pri.files.models import load_model
+    from pri.measure.timing import time_schedule
 
     iterations = PAPER["short_t"]
     teacher = load_model(TINY)
@@ -409,7 +409,7 @@ def _print(name: str, res: dict) -> None:
                   + f", eval b512 {r['eval']['seconds'] * 1e3:.1f} ms, teacher sparse b512 "
                   f"{r['teacher_sparse_fwd']['seconds'] * 1e3:.1f} ms", flush=True)
     elif name.startswith("paper_"):
-        from pri.cost import speedups
+        from pri.measure.cost import speedups
 
         over = {k: speedups(res["rows"], k) for k in ("time_seconds_per_image", "cost_macs_total")}
         for r in res["rows"]:

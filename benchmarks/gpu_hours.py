@@ -29,8 +29,8 @@ import yaml
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from pri.cost import dims_of, schedule_profile, step_macs  # noqa: E402
-from pri.schedules import build  # noqa: E402
+from pri.core.schedules import build  # noqa: E402
+from pri.measure.cost import dims_of, schedule_profile, step_macs  # noqa: E402
 
 TRAIN_IMAGES = {"cifar10": 50000, "cifar100": 50000, "imagefolder": 1281167}
 TEST_IMAGES = {"cifar10": 10000, "cifar100": 10000, "imagefolder": 50000}
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
 
 def hours_of(cfg: dict, measured: str):
     """(GPU hours per rule family, jobs per rule family, what each is priced from, step times)."""
-    from pri.plan import Plan
+    from pri.workflow.plan import Plan
 
     plan = Plan(cfg, check_inputs=False)  # price every job the config asks for, data or not
     with open(os.path.join(measured, "train_steps.json")) as f:

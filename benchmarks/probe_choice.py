@@ -4,7 +4,7 @@
 
 Reads a finished run (its teacher and its main sweep's pools) and writes a Markdown table of:
 
-1. **the backbone** (pri/probe.py): for a few shapes of the fixed random ViT, its *ceiling*, the
+1. **the backbone** (pri/tasks/probe.py): for a few shapes of the fixed random ViT, its *ceiling*, the
    linear head fitted on ``--train`` real training images (labels, cross-entropy; and the teacher's
    logits, the KD loss), scored on the validation split (the choice) and on the test split (shown,
    never used to choose);
@@ -13,7 +13,7 @@ Reads a finished run (its teacher and its main sweep's pools) and writes a Markd
    fits converge on every pool (two heads of a pool then agree), the best mean over the pools is
    the default (a tie within 0.1 points goes to the stronger penalty).
 
-The validation split is the one ``pri teacher`` holds out of the training set (pri.data.holdout_mask):
+The validation split is the one ``pri teacher`` holds out of the training set (pri.files.data.holdout_mask):
 the teacher never trained on it and no test image enters a choice.
 """
 from __future__ import annotations
@@ -27,13 +27,13 @@ import time
 import torch
 import torch.nn.functional as F
 
-from pri import probe
-from pri.data import for_teacher, prepare
 from pri.cli import build_parser
-from pri.distill import TeacherTargets, load_pools, load_teacher, select_images
-from pri.engine import Augment
-from pri.models import load_model
-from pri.vit import patch_size
+from pri.core.engine import Augment
+from pri.core.vit import patch_size
+from pri.files.data import for_teacher, prepare
+from pri.files.models import load_model
+from pri.tasks import probe
+from pri.tasks.distill import TeacherTargets, load_pools, load_teacher, select_images
 
 BACKBONES = (dict(embed_dim=64, depth=3, num_heads=2), dict(embed_dim=128, depth=1, num_heads=2),
              dict(embed_dim=128, depth=2, num_heads=2), dict(embed_dim=256, depth=1, num_heads=4))

@@ -4,7 +4,7 @@
 
 1. **The teacher recipe**: ``pri teacher`` at the default's 3 epochs (its CPU budget) with each
    peak learning rate of ``--lrs``, scored on the validation split (every 12th training image of each
-   class, held out of training: pri.data.holdout_mask). Chosen: the best validation top-1.
+   class, held out of training: pri.files.data.holdout_mask). Chosen: the best validation top-1.
 2. **The inversion prior**: with the chosen teacher, ``pri invert`` of ``--tags`` (140 images, the
    seeds of ``--seeds``) at each total-variation weight of ``--tv-weights`` and each iteration count
    of ``--iterations``, each pool scored by the verdict student (``pri distill --kd-runs 0 --val``)
@@ -40,9 +40,9 @@ def pri(*argv) -> None:
 def val_top1(checkpoint: str, threads: int) -> float:
     import torch
 
-    from pri.data import for_teacher
-    from pri.models import load_model
-    from pri.train import evaluate
+    from pri.files.data import for_teacher
+    from pri.files.models import load_model
+    from pri.tasks.train import evaluate
 
     torch.set_num_threads(threads)
     t = load_model(MODEL, checkpoint, option="--teacher", frozen=True)

@@ -20,9 +20,9 @@ import time
 
 import torch
 
-from pri.engine import InversionConfig, Inverter
-from pri.models import load_model
-from pri.schedules import DMI
+from pri.core.engine import InversionConfig, Inverter
+from pri.core.schedules import DMI
+from pri.files.models import load_model
 
 CASES = (("deit_tiny_patch16_224", 8), ("vit_pico_patch4_28", 64))
 FRACTIONS = (1.0, 0.5, 0.25)
@@ -69,7 +69,7 @@ def profile(name: str, batch: int, steps: int = 5) -> None:
         print(f"\n== {name} batch {batch}, {k}/{inv.n} patches: self CPU time by operator ({steps} steps)")
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14))
     # the part of a step that does not scale with tokens: pixel-space work on the full image
-    from pri.engine import Augment, total_variation
+    from pri.core.engine import Augment, total_variation
 
     x = inv.x
     src = inv.aug.pixel_src[1]

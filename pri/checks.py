@@ -1,12 +1,12 @@
 """Range checks of numbers, shared by the commands' options (``check_options``) and the workflow
-config's keys (pri.config): a value is a finite number (or an integer) within its bounds, or a
+config's keys (pri.workflow.config): a value is a finite number (or an integer) within its bounds, or a
 PriError naming the option or key, e.g. ``--lr: must be a finite number > 0, got nan``."""
 from __future__ import annotations
 
 import math
 from numbers import Integral, Real
 
-from .errors import PriError
+from pri.errors import PriError
 
 SEED_MAX = 2**63 - 1
 
@@ -106,13 +106,13 @@ def fits_memory(count: int, name: str, bytes_each: int = 1, fix: str = "") -> in
     return count
 
 
-ITERATIONS_MAX = 2**31 - 1  # a pool's per-patch update counts are int32 (pri.engine)
+ITERATIONS_MAX = 2**31 - 1  # a pool's per-patch update counts are int32 (pri.core.engine)
 
 
 def iterations(value, name: str) -> int:
     """An iteration count T that can be counted where it is used: an integer >= 1, at most 2^31 - 1 (a
     pool records each patch's updates in int32) and such that the cost model's list of the active
-    patch count at every iteration (pri.schedules.active_counts: 8 bytes an entry) fits in memory."""
+    patch count at every iteration (pri.core.schedules.active_counts: 8 bytes an entry) fits in memory."""
     integer(value, name, 1)
     limit = min(ITERATIONS_MAX, memory_bytes() // 8)
     if value > limit:
@@ -120,3 +120,23 @@ def iterations(value, name: str) -> int:
                        f"(at most 2^31 - 1) and the cost model lists every iteration's active patches (8 bytes each, "
                        f"{memory_bytes() / 2**30:.3g} GiB here): lower {name} to {limit} or less")
     return value
+
+
+MIN_BITS, MAX_BITS = 2, 16  # the bit widths a fake-quantised setting may take
+
+
+def settings_of(w_bits: list[int], a_bits: list[int]) -> list[tuple[int, int]]:
+    """Pair --w-bits and --a-bits position by position (a single value is broadcast)."""
+    for opt, bits in (("--w-bits", w_bits), ("--a-bits", a_bits)):
+        bad = [b for b in bits if not MIN_BITS <= b <= MAX_BITS]
+        if bad:
+            raise PriError(opt, f"{bad} outside {MIN_BITS}..{MAX_BITS} bits: give bit widths such as 8, 6 or 4")
+    if len(w_bits) != len(a_bits) and 1 not in (len(w_bits), len(a_bits)):
+        raise PriError("--a-bits", f"{len(a_bits)} values for {len(w_bits)} --w-bits values: give one value, or one "
+                       "per --w-bits value (they pair position by position)")
+    n = max(len(w_bits), len(a_bits))
+    pairs = list(zip(w_bits * n if len(w_bits) == 1 else w_bits, a_bits * n if len(a_bits) == 1 else a_bits))
+    dup = [f"W{w}A{a}" for i, (w, a) in enumerate(pairs) if (w, a) in pairs[:i]]
+    if dup:
+        raise PriError("--w-bits", f"setting {dup[0]} given twice: list each (--w-bits, --a-bits) pair once")
+    return pairs

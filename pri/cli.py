@@ -8,15 +8,25 @@ import importlib
 import signal
 import sys
 
-from .errors import PriError
+from pri.errors import PriError
 
 SUBCOMMANDS = {
-    "invert": ("pri.invert", "run DMI, SMI or PRI inversion and write a pool file"),
-    "teacher": ("pri.teacher", "train (or load and evaluate) a teacher with provenance"),
-    "distill": ("pri.distill", "distil a student from synthetic pools; top-1 on the real test set"),
-    "efficiency": ("pri.efficiency", "cost model, fvcore MACs and wall-clock per generated image"),
-    "quantize": ("pri.quantize", "fake-quantise a teacher calibrated on synthetic, noise or real images; top-1/top-5 on the real test set"),
+    "invert": ("pri.tasks.invert", "run DMI, SMI or PRI inversion and write a pool file"),
+    "teacher": ("pri.tasks.teacher", "train (or load and evaluate) a teacher with provenance"),
+    "distill": ("pri.tasks.distill", "distil a student from synthetic pools; top-1 on the real test set"),
+    "efficiency": ("pri.measure.efficiency", "cost model, fvcore MACs and wall-clock per generated image"),
+    "quantize": ("pri.tasks.quantize", "fake-quantise a teacher calibrated on synthetic, noise or real images; top-1/top-5 on the real test set"),
 }
+
+BATCH_SEP = "::"  # pri batch's command separator; the workflow passes every value as --key=value
+
+
+def batch_argv(commands: list[list]) -> list[str]:
+    """Arguments of ``pri batch``: several pri commands run one after the other in one process."""
+    out = []
+    for i, c in enumerate(commands):
+        out += ([BATCH_SEP] if i else []) + [str(a) for a in c]
+    return out
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -86,8 +96,6 @@ def _check(argv: list[str]) -> int:
 
 def split_batch(argv: list[str]) -> list[list[str]]:
     """``pri batch``'s argument list cut at every separator into its commands."""
-    from .plan import BATCH_SEP
-
     parts, cur = [], []
     for a in argv:
         if a == BATCH_SEP:
@@ -102,8 +110,6 @@ def batch(argv: list[str]) -> int:
     """``pri batch CMD ARGS [:: CMD ARGS ...]``: run several pri commands one after the other in one
     process (the workflow's jobs, without paying Python's start-up per command); stops at the first
     that fails, with its exit status. Each command writes its own outputs atomically."""
-    from .plan import BATCH_SEP
-
     if not argv or argv[0] in ("-h", "--help"):
         print(BATCH_HELP.format(sep=BATCH_SEP, commands=", ".join(SUBCOMMANDS)))
         return 0 if argv else 2

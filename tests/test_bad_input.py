@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from pri.cli import main
-from pri.io import atomic_path, atomic_write_json
-from pri.models import build_model, save_checkpoint
+from pri.files.io import atomic_path, atomic_write_json
+from pri.files.models import build_model, save_checkpoint
 
 INV = ["invert", "--model", "vit_pico_patch4_28", "--method", "pri", "--v", "4", "--iterations", "8", "--batch", "8",
        "--device", "cpu", "--no-progress", "--threads", "1"]

@@ -5,10 +5,10 @@ import argparse
 import pytest
 import torch
 
-from pri.distill import select_images
-from pri.engine import assign_labels
+from pri.core.engine import assign_labels
 from pri.errors import PriError
-from pri.pool import balanced_order, check_unit, class_histogram, images_per_trajectory, trajectory_ids
+from pri.files.pool import balanced_order, check_unit, class_histogram, images_per_trajectory, trajectory_ids
+from pri.tasks.distill import select_images
 
 
 def fake_pool(trajectories: int, v: int, num_classes: int = 10, seed: int = 0) -> dict:

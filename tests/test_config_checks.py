@@ -13,9 +13,9 @@ import pytest
 from cli_helper import config_dict
 
 from pri.cli import build_parser
-from pri.config import config_errors
 from pri.errors import PriError
-from pri.plan import Plan
+from pri.workflow.config import config_errors
+from pri.workflow.plan import Plan
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = str(ROOT / "workflow" / "schemas" / "config.schema.yaml")

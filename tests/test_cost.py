@@ -5,10 +5,10 @@ import math
 
 import pytest
 
-from pri.cost import (GROUPS, ModelDims, dims_of, forward_macs, ideal_ratios, schedule_cost, schedule_profile,
-                      standard_schedules, step_macs, theorem1)
+from pri.measure.cost import (GROUPS, ModelDims, dims_of, forward_macs, ideal_ratios, schedule_cost, schedule_profile,
+    standard_schedules, step_macs, theorem1)
+from pri.core.schedules import DMI, PRI, SMI, IdealSMI, Spec, build
 from pri.errors import PriError
-from pri.schedules import DMI, PRI, SMI, IdealSMI, Spec, build
 
 DEITS = {"deit_tiny_patch16_224": 192, "deit_small_patch16_224": 384, "deit_base_patch16_224": 768}
 

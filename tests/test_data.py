@@ -1,4 +1,4 @@
-"""pri.data: IDX parsing, digits split, CIFAR batches, image folders, missing-data errors."""
+"""pri.files.data: IDX parsing, digits split, CIFAR batches, image folders, missing-data errors."""
 from __future__ import annotations
 
 import gzip
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from pri.data import (dataset_info, dataset_mean_std, digits_split, load_dataset, parse_idx, prepare,
-                      read_cifar_batch)
+from pri.files.data import (dataset_info, dataset_mean_std, digits_split, load_dataset, parse_idx, prepare,
+    read_cifar_batch)
 from pri.errors import PriError
 
 FMNIST = "/usr/share/datasets/fashion-mnist"
@@ -210,7 +210,7 @@ def test_imagefolder_lazy(tmp_path):
     assert meta["num_classes"] == 2 and meta["class_names"] == ["cat", "dog"]
     x0, l0 = ds[4]
     assert x0.shape == (3, 16, 16) and l0 == 1 and 0.0 <= float(x0.min()) <= float(x0.max()) <= 1.0
-    from pri.data import batches
+    from pri.files.data import batches
 
     got = list(batches(ds, y, 4))
     assert [b[0].shape[0] for b in got] == [4, 1] and got[1][1].tolist() == [1]

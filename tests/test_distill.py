@@ -8,10 +8,10 @@ import pytest
 import torch
 from cli_helper import main
 
-from pri.distill import EpochOrder, kd_loss
-from pri.engine import Augment
-from pri.io import read_timing
-from pri.models import build_model, load_model, save_checkpoint
+from pri.core.engine import Augment
+from pri.files.io import read_timing
+from pri.files.models import build_model, load_model, save_checkpoint
+from pri.tasks.distill import EpochOrder, kd_loss
 
 MODEL = "vit_pico_patch2_8"  # 8 px digits, 4x4 = 16 patches of 2 px
 GRID, P, N = 4, 2, 16
@@ -234,7 +234,7 @@ def test_methods_of_a_seed_are_paired(tmp_path, teacher):
     tpath, tprov = teacher
     a = make_pool(str(tmp_path / "a.pt"), tprov, ks=(16,), per_k=18, seed=1)
     b = make_pool(str(tmp_path / "b.pt"), tprov, ks=(3, 5, 7), per_k=6, seed=2)
-    from pri import distill as D
+    from pri.tasks import distill as D
 
     seen = {}
     orig = D.train
@@ -270,9 +270,9 @@ def test_kd_runs_average_and_differ(tmp_path, teacher):
 
 def test_precomputed_teacher_targets_equal_per_step_ones(tmp_path, teacher):
     """The table of teacher outputs for every (image, augmentation) holds the per-step forward's numbers."""
-    from pri.distill import TeacherTargets, load_pools, select_images
-    from pri.models import load_model
-    from pri.vit import padded_index
+    from pri.core.vit import padded_index
+    from pri.files.models import load_model
+    from pri.tasks.distill import TeacherTargets, load_pools, select_images
 
     tpath, tprov = teacher
     pool = make_pool(str(tmp_path / "p.pt"), tprov, ks=(3, 9, 16), per_k=4)

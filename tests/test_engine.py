@@ -5,10 +5,10 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from pri.engine import Augment, InversionConfig, Inverter, invert, to_uint8
-from pri.models import Teacher, load_model
-from pri.schedules import DMI, PRI, SMI, matched_ratio, scaled_prune_at
-from pri.vit import patchify
+from pri.core.engine import Augment, InversionConfig, Inverter, Teacher, invert, to_uint8
+from pri.core.schedules import DMI, PRI, SMI, matched_ratio, scaled_prune_at
+from pri.core.vit import patchify
+from pri.files.models import load_model
 
 
 def _teacher(name="vit_pico_patch4_28"):
@@ -205,7 +205,7 @@ def _stage_moments(teacher, graphs, steps=8, **kw):
     st = inv.stage_stepper(12)
     for _ in range(steps):
         st()
-    inv.sync()
+    torch.cuda.synchronize(inv.device)
     state = inv.opt.state[inv.x]
     return inv, state["exp_avg"].float(), state["exp_avg_sq"].float()
 
@@ -229,7 +229,7 @@ import sys, torch
 sys.path.insert(0, {tests!r})
 torch.use_deterministic_algorithms(True)
 from test_engine import _teacher, _cfg, invert
-from pri.schedules import PRI
+from pri.core.schedules import PRI
 pools = [invert(_teacher(), PRI(4), _cfg(batch=16, iterations=24, device="cuda", dtype={dtype!r}, graphs=g))
          for g in ("auto", "off")]
 assert pools[0]["ledger"]["cuda_graphs"] and not pools[1]["ledger"]["cuda_graphs"]
@@ -277,7 +277,7 @@ def test_pri_with_v1_is_dmi():
 
 
 def test_smi_rerank_beyond_T_is_smi():
-    from pri.schedules import SMIRerank
+    from pri.core.schedules import SMIRerank
 
     a = invert(_teacher(), SMI([2, 4, 6, 8], keep=[30, 20, 12, 7]), _cfg(iterations=14))
     b = invert(_teacher(), SMIRerank([2, 4, 6, 8], keep=[30, 20, 12, 7], every=100), _cfg(iterations=14))
@@ -300,7 +300,7 @@ def test_updates_count_the_steps_each_kept_patch_received():
     assert PRI(4).mean_updates(49, T) == pytest.approx(sum(12 * (k + 1) * 4 for k in range(3)) / 49 + 13 * 16 / 49)
     smi = invert(_teacher(), SMI([3, 6], keep=[20, 9]), _cfg(iterations=T))
     assert (smi["updates"][smi["masks"]] == T).all() and (smi["updates"][~smi["masks"]] == 0).all()
-    from pri.schedules import SMIRerank, build
+    from pri.core.schedules import SMIRerank, build
 
     ctl = build("dmi_updates_v4", 49, T)
     assert ctl.run_length(T) == round(PRI(4).mean_updates(49, T))
@@ -323,7 +323,7 @@ class _Planted:
 def test_planted_scores_pri_detaches_and_smi_keeps_the_top_patches(monkeypatch, descending):
     """With known scores PRI's first image is exactly the N // v top-scoring patches and SMI keeps
     exactly its top ones; a schedule that ranked the other way round fails this test."""
-    import pri.schedules as S
+    import pri.core.schedules as S
 
     plant = _Planted(49)
     monkeypatch.setattr(Inverter, "score", lambda inv, active, t: plant(inv, active, t))
@@ -355,7 +355,7 @@ def test_random_weights_are_seeded(tmp_path):
 
 
 def test_a_method_registered_twice_is_refused_and_the_first_stays():
-    from pri.schedules import REGISTRY, Method, register
+    from pri.core.schedules import REGISTRY, Method, register
 
     before = REGISTRY["pri"]
     with pytest.raises(ValueError, match="'pri' is already registered"):

@@ -1,4 +1,4 @@
-"""pri/estimate.py and benchmarks/cost.py: the jobs priced are the jobs Snakemake runs, a step is
+"""pri/workflow/estimate.py and benchmarks/cost.py: the jobs priced are the jobs Snakemake runs, a step is
 priced by its MACs, and the Slurm resources follow the price."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pri.estimate import Estimate, Rates, StepModel, invert_seconds, macs, workflow_resources
+from pri.workflow.estimate import Estimate, Rates, StepModel, invert_seconds, macs, workflow_resources
 
 ROOT = Path(__file__).resolve().parents[1]
 RATES = ROOT / "benchmarks" / "results" / "cpu" / "rates.json"
@@ -19,7 +19,7 @@ RATES = ROOT / "benchmarks" / "results" / "cpu" / "rates.json"
 def _plan(name: str):
     from snakemake.utils import validate
 
-    from pri.plan import Plan
+    from pri.workflow.plan import Plan
 
     cfg = yaml.safe_load((ROOT / "config" / name).read_text())
     validate(cfg, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))

@@ -1,13 +1,13 @@
-"""fvcore's count of the sparse forward agrees with the analytic cost model (pri/cost.py)."""
+"""fvcore's count of the sparse forward agrees with the analytic cost model (pri/measure/cost.py)."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from pri.cost import COMPARED, GROUPS, ModelDims, forward_macs, schedule_cost, schedule_profile
-from pri.flops import FlopCounter, count_forward, meta_copy
-from pri.models import build_model
-from pri.schedules import DMI, PRI, SMI
+from pri.core.schedules import DMI, PRI, SMI
+from pri.files.models import build_model
+from pri.measure.cost import COMPARED, GROUPS, ModelDims, forward_macs, schedule_cost, schedule_profile
+from pri.measure.flops import FlopCounter, count_forward, meta_copy
 
 COUNTS = (196, 98, 49, 28)
 

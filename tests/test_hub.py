@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from pri.models import sha256_file
+from pri.files.models import sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 HUB_ID = "timm/deit_tiny_patch16_224.fb_in1k"  # timm's default pretrained tag of deit_tiny_patch16_224

@@ -7,10 +7,10 @@ import pytest
 import torch
 from cli_helper import config_dict
 
-from pri.engine import assign_labels
+from pri.core.engine import assign_labels
+from pri.core.schedules import Spec
 from pri.errors import PriError
-from pri.plan import Plan, inversion_seed
-from pri.schedules import Spec
+from pri.workflow.plan import Plan, inversion_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
@@ -93,7 +93,7 @@ def test_balance_comes_from_continuing_class_runs_across_jobs():
 
 
 def test_iso_compute_image_counts_equal_budget_over_cost_within_a_trajectory():
-    from pri.cost import schedule_cost
+    from pri.measure.cost import schedule_cost
 
     cfg = config("config.yaml", **{"controls.iso_compute.budgets": [56, 112],
                                    "controls.iso_compute.tags": ["dmi", "smi_v7", "pri_v4", "pri_v7"]})
@@ -150,12 +150,12 @@ def test_a_teacher_runs_only_the_tasks_it_can():
 
 
 def test_plan_is_cheap_and_loads_no_dataset(monkeypatch):
-    import pri.data
+    import pri.files.data
 
     def refuse(*a, **k):
         raise AssertionError("the plan loaded a dataset")
 
-    monkeypatch.setattr(pri.data, "load_dataset", refuse)
+    monkeypatch.setattr(pri.files.data, "load_dataset", refuse)
     cfg = copy.deepcopy(config("config.yaml"))
     plan = Plan(cfg)
     assert plan.active == ["fmnist"] and plan.all_pools()

@@ -1,4 +1,4 @@
-"""The verdict student (pri/probe.py): a fixed backbone, sparse features, a convex head fit that
+"""The verdict student (pri/tasks/probe.py): a fixed backbone, sparse features, a convex head fit that
 converges to one optimum from any start, and a ceiling on real images of at least 75 %."""
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import torch
 from cli_helper import main
 from test_distill import MODEL, make_pool, teacher  # noqa: F401 - the digits teacher fixture
 
-from pri import probe
-from pri.data import load_dataset
-from pri.io import weights_sha256
-from pri.vit import index_to_mask
+from pri.core.runtime import weights_sha256
+from pri.core.vit import index_to_mask
+from pri.files.data import load_dataset
+from pri.tasks import probe
 
 
 def test_backbone_is_fixed_and_leaves_the_global_rng_alone():
@@ -122,8 +122,8 @@ def test_scratch_seeds_leave_the_other_seeds_to_the_verdict_student():
     from test_estimate import _flat_rates, _plan
 
     from pri.errors import PriError
-    from pri.estimate import Estimate
-    from pri.plan import Plan
+    from pri.workflow.estimate import Estimate
+    from pri.workflow.plan import Plan
 
     plan = _plan("config.yaml")
     base = Estimate(plan, _flat_rates(), 2)

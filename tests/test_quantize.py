@@ -9,8 +9,8 @@ import pytest
 import torch
 from cli_helper import main
 
-from pri import quantize as Q
-from pri.models import build_model, save_checkpoint, sha256_file
+from pri.files.models import build_model, save_checkpoint, sha256_file
+from pri.tasks import quantize as Q
 
 DIGITS = "vit_pico_patch2_8"  # 8 px, 4x4 = 16 patches of 2 px: fast CLI runs on scikit-learn's digits
 FMNIST_ROOT = "/usr/share/datasets/fashion-mnist"
@@ -267,7 +267,7 @@ def test_same_seed_same_numbers_and_draws_use_other_images(digits):
     noise = quantize(d / "noise.json", "--teacher", teacher, "--calibration", "noise", "--draws", "2")
     assert noise["calibrations"][0]["ranges"]["input"] != noise["calibrations"][1]["ranges"]["input"]
     # the validation split (held out of train) scores instead of test when asked: for choosing a setting
-    from pri.data import load_dataset
+    from pri.files.data import load_dataset
 
     val = quantize(d / "val.json", "--teacher", teacher, "--calibration", "noise", "--split", "val")
     assert val["test"]["split"] == "val" and a["test"]["split"] == "test"

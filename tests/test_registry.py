@@ -49,10 +49,9 @@ def build_small(name: str):
 
 
 def one_step(model, tag: str) -> int:
-    from pri.engine import InversionConfig, invert
-    from pri.models import Teacher
-    from pri.schedules import Spec
-    from pri.vit import num_patches
+    from pri.core.engine import InversionConfig, Teacher, invert
+    from pri.core.schedules import Spec
+    from pri.core.vit import num_patches
 
     spec = Spec.parse(tag)
     schedule = spec.build(num_patches(model), 2, {})
@@ -64,7 +63,7 @@ def one_step(model, tag: str) -> int:
 
 def classify(name: str) -> tuple[str, str]:
     """('exact' | 'refused' | 'failing' | 'unbuilt', detail)."""
-    from pri.vit import check_model, sparse_forward
+    from pri.core.vit import check_model, sparse_forward
 
     model = build_small(name)
     if model is None:

@@ -5,7 +5,7 @@ import hashlib
 import subprocess
 import sys
 
-from pri.plan import BATCH_SEP
+from pri.cli import BATCH_SEP
 
 COMMON = ["--seed", "0", "--threads", "1", "--device", "cpu", "--no-progress"]
 
@@ -49,7 +49,7 @@ def test_rerunning_a_command_gives_the_same_bytes(tmp_path):
 def test_inputs_are_named_relative_to_the_working_directory(tmp_path, monkeypatch):
     """Two clones running the same workflow name their inputs alike (results/<run>/...), so their
     metrics are the same bytes; a file outside the working directory keeps its absolute path."""
-    from pri.io import input_path
+    from pri.files.io import input_path
 
     outside = tmp_path / "elsewhere" / "teacher.pt"
     for clone in ("one", "two"):

@@ -11,10 +11,10 @@ import pytest
 import torch
 from cli_helper import main
 
-from pri.io import read_timing
-from pri.models import load_model, sha256_file
-from pri.teacher import random_hflip, random_translate
-from pri.train import lr_at
+from pri.files.io import read_timing
+from pri.files.models import load_model, sha256_file
+from pri.tasks.teacher import random_hflip, random_translate
+from pri.tasks.train import lr_at
 
 DIGITS_RECIPE = ["--dataset", "digits", "--model", "vit_pico_patch2_8", "--limit-train", "300", "--epochs", "30",
                  "--batch", "32", "--lr", "3e-3", "--warmup", "2", "--label-smoothing", "0", "--threads", "1",
@@ -143,7 +143,7 @@ def test_deit_finetune_smoke(tmp_path):
 def test_test_images_are_loaded_at_the_models_native_size():
     """Test images are read (ImageFolder: resized and cropped) at the size the model is built with,
     also for timm models that are not 224 px."""
-    from pri.models import build_model, native_img_size
+    from pri.files.models import build_model, native_img_size
 
     for name in ("vit_pico_patch4_28", "deit_tiny_patch16_224", "deit_base_patch16_384"):
         assert native_img_size(name) == build_model(name).patch_embed.img_size[0]

@@ -11,12 +11,12 @@ import statistics
 
 import pytest
 
-from pri.efficiency import efficiency_table
-from pri.engine import InversionConfig
+from pri.core.engine import InversionConfig
+from pri.core.schedules import DMI, PRI, SMI
 from pri.errors import PriError
-from pri.models import load_model
-from pri.schedules import DMI, PRI, SMI
-from pri.timing import StageSampler, time_schedule, time_schedules
+from pri.files.models import load_model
+from pri.measure.efficiency import efficiency_table
+from pri.measure.timing import StageSampler, time_schedule, time_schedules
 
 
 @pytest.fixture(scope="module")

@@ -4,9 +4,9 @@ import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
+from pri.core.vit import all_patches, check_model, index_to_mask, mask_to_index, num_patches, patchify, sparse_forward
 from pri.errors import PriError
-from pri.models import build_model
-from pri.vit import all_patches, check_model, index_to_mask, mask_to_index, num_patches, patchify, sparse_forward
+from pri.files.models import build_model
 
 MODELS = [
     "vit_pico_patch4_28",
@@ -147,7 +147,7 @@ def test_prefix_tokens_as_timm_builds_them(name):
 
 def test_padded_sparse_images_pool_their_own_patches():
     """An average-pool head over a padded batch equals each image's own sparse forward."""
-    from pri.vit import padded_index
+    from pri.core.vit import padded_index
 
     torch.manual_seed(6)
     model = VisionTransformer(img_size=28, patch_size=4, in_chans=1, embed_dim=32, depth=2, num_heads=2,
@@ -173,7 +173,7 @@ def test_a_model_without_classifier_head_names_num_classes():
 def test_checkpoint_at_another_image_size_is_resampled(tmp_path):
     """timm's rule: the position embedding of a 28-px checkpoint is resampled to a 36-px grid; the
     ledger's teacher provenance says from which grid; at its own size nothing is resampled."""
-    from pri.models import load_model
+    from pri.files.models import load_model
 
     torch.manual_seed(7)
     path = tmp_path / "w.pth"

@@ -136,7 +136,7 @@ def test_a_config_cannot_run_commands(tmp_path):
         assert r.returncode != 0 and "nothing was run" in r.stdout + r.stderr and not marker.exists()
         assert not (tmp_path / "results").exists()
     # a checkpoint path full of shell syntax: the teacher is evaluated from it, and nothing else runs
-    from pri.models import build_model, save_checkpoint
+    from pri.files.models import build_model, save_checkpoint
 
     ck = tmp_path / f"t;touch {marker};'x $(touch {marker}).pt"
     save_checkpoint(str(ck), build_model("vit_pico_patch2_8", num_classes=10), "vit_pico_patch2_8", (0.3,), (0.4,),
@@ -160,7 +160,7 @@ def test_rule_logs_get_a_progress_line_at_most_every_15_seconds(tmp_path):
     even when its postfix changes every step (which forces a refresh on a terminal) and when tqdm's
     monitor thread would force one on a bar it thinks stalled (a second frame ~1 s after a regular
     one). 33 s of progress: frames at 0, 15 and 30 s and the closing one."""
-    code = ("import time\nfrom pri.io import progress\nbar = progress(660, True, 'x')\n"
+    code = ("import time\nfrom pri.files.io import progress\nbar = progress(660, True, 'x')\n"
             "for i in range(660):\n    time.sleep(0.05)\n    bar.set_postfix(loss=f'{i}')\n    "
             "bar.set_postfix_str(f'active={i}')\n    bar.update(1)\nbar.close()\n")
     log = tmp_path / "rule.log"

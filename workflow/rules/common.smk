@@ -1,20 +1,20 @@
-# Shared definitions: the plan of the run (pri.plan: which jobs, what is missing), path templates
-# (pri.layout), the Python that runs the suite's commands, global wildcard constraints.
+# Shared definitions: the plan of the run (pri.workflow.plan: which jobs, what is missing), path templates
+# (pri.workflow.layout), the Python that runs the suite's commands, global wildcard constraints.
 import os
 import shlex
 import sys
 
 from pri.errors import PriError
-from pri.estimate import workflow_resources
-from pri.layout import PATTERNS
-from pri.plan import Plan
+from pri.workflow.estimate import workflow_resources
+from pri.workflow.layout import PATTERNS
+from pri.workflow.plan import Plan
 
 try:
     PLAN = Plan(config)
 except PriError as e:
     raise WorkflowError(f"invalid configuration, nothing was run:\n  config key {e.option}: {e.message}")
 P = PLAN.P
-# Slurm resources (runtime, memory) of each rule, priced from the plan's jobs (pri.estimate)
+# Slurm resources (runtime, memory) of each rule, priced from the plan's jobs (pri.workflow.estimate)
 RESOURCES = workflow_resources(PLAN, os.path.join(workflow.basedir, "benchmarks", "results", "cpu", "rates.json"))
 # The suite's commands run with the Python that runs Snakemake, so no PATH set-up is needed; with
 # --sdm conda, with the Python of the environment made from environment.yml.

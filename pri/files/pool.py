@@ -12,7 +12,7 @@ import os
 
 import torch
 
-from .errors import PriError
+from pri.errors import PriError
 
 REQUIRED = ("images", "masks", "labels")
 
@@ -20,7 +20,7 @@ REQUIRED = ("images", "masks", "labels")
 def load_pool(path: str, option: str = "--pool") -> dict:
     """Read and check a pool file; errors name ``option``. A file whose pickle would run code is
     refused (weights_only loading)."""
-    from .io import safe_torch_load
+    from pri.files.io import safe_torch_load
 
     pool = safe_torch_load(path, option, what="pool file")
     if not isinstance(pool, dict) or any(k not in pool for k in REQUIRED):
@@ -68,7 +68,7 @@ def _check_integer(pool: dict, key: str, shape: tuple, path: str, option: str) -
 
 
 def pool_teacher_sha(pool: dict) -> str | None:
-    """The sha256 of the weights of the teacher a pool was inverted from (pri.io.weights_sha256),
+    """The sha256 of the weights of the teacher a pool was inverted from (pri.core.runtime.weights_sha256),
     or, for a pool written before weights were hashed, of its file (``random-init`` for random
     weights); None when the pool does not say."""
     t = pool.get("ledger", {}).get("teacher") or {}
@@ -77,7 +77,7 @@ def pool_teacher_sha(pool: dict) -> str | None:
 
 def check_teacher(path: str, pool: dict, teacher, teacher_path: str, option: str = "--teacher",
                   allow_other: bool = False) -> None:
-    """Refuse a pool inverted from another teacher than ``teacher`` (a pri.models.Teacher; or one
+    """Refuse a pool inverted from another teacher than ``teacher`` (a pri.core.engine.Teacher; or one
     without a ledger saying which), unless ``allow_other``. The teacher's weights are compared, not
     its file: the same weights written by another run are the same teacher."""
     if allow_other:
@@ -99,7 +99,7 @@ def check_teacher(path: str, pool: dict, teacher, teacher_path: str, option: str
 
 def teacher_weights_sha(teacher) -> str:
     """The weights sha256 of a loaded teacher (computed once, kept in its provenance)."""
-    from .io import weights_sha256
+    from pri.core.runtime import weights_sha256
 
     if "weights_sha256" not in teacher.provenance:
         teacher.provenance["weights_sha256"] = weights_sha256(teacher.model)
@@ -130,7 +130,7 @@ def class_histogram(n: int, unit: int, classes, seed: int) -> dict[int, int]:
     """Images per class of a balanced selection of ``n`` images: ``n / unit`` units of ``unit``
     images dealt to ``classes`` in an order drawn from ``seed`` alone, so that every pool selected with
     the same (n, unit, classes, seed) gets the same histogram, within one unit from class to class."""
-    from .io import derive_seed
+    from pri.core.runtime import derive_seed
 
     cls = sorted(int(c) for c in classes)
     perm = torch.randperm(len(cls), generator=torch.Generator().manual_seed(derive_seed(seed, "class-order")))
@@ -142,7 +142,7 @@ def balanced_order(labels: torch.Tensor, traj: torch.Tensor, hist: dict, seed: i
     """Positions of a selection with class histogram ``hist``, whole trajectories only, in an order
     whose label at every position depends on (hist, seed) alone: two pools selected alike see the
     same label at every step. A class short of images is refused naming ``option``."""
-    from .io import derive_seed
+    from pri.core.runtime import derive_seed
 
     g = torch.Generator().manual_seed(derive_seed(seed, "trajectories"))
     chosen = {}
@@ -169,7 +169,7 @@ def balanced_order(labels: torch.Tensor, traj: torch.Tensor, hist: dict, seed: i
 
 def check_unit(n: int, unit: int, per_traj: int, n_option: str, unit_option: str = "--balance-unit") -> None:
     """A balanced selection of ``n`` images in units of ``unit`` from trajectories of ``per_traj`` images."""
-    from .checks import integer
+    from pri.checks import integer
 
     integer(unit, unit_option, lo=1)
     if unit % per_traj:

@@ -36,9 +36,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import PriError
-from .io import input_path
-from .io import progress as progress_bar
+from pri.core.runtime import progress as progress_bar
+from pri.errors import PriError
+from pri.files.data import normalise
+from pri.files.io import input_path
 
 # Defaults for a from-scratch student on a few hundred to a few thousand synthetic images (CPU):
 # AdamW with a short warm-up and cosine decay trains a random-init ViT far more reliably than SGD;
@@ -54,7 +55,7 @@ PRECOMPUTE_MAX_FLOATS = 50_000_000
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from .pool import add_balance_unit
+    from pri.files.pool import add_balance_unit
 
     d = DEFAULTS
     p.add_argument("--pool", nargs="+", required=True, metavar="PATH",
@@ -93,7 +94,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
     """The from-scratch (or --student-checkpoint) student's training recipe."""
-    from .train import OPTIMIZERS, SCHEDULES
+    from pri.tasks.train import OPTIMIZERS, SCHEDULES
 
     d = DEFAULTS
     p.add_argument("--steps", type=int, default=d["steps"], help="optimiser steps (the same for every method)")
@@ -125,8 +126,8 @@ def add_recipe_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_probe_arguments(p: argparse.ArgumentParser) -> None:
-    """The verdict student (pri/probe.py): a fixed random ViT backbone and a linear head fitted by KD."""
-    from .probe import DEFAULTS as PD
+    """The verdict student (pri/tasks/probe.py): a fixed random ViT backbone and a linear head fitted by KD."""
+    from pri.tasks.probe import DEFAULTS as PD
 
     p.add_argument("--probe-runs", type=int, default=PD["runs"],
                    help="verdict-student heads fitted to the pool, each from its own random start (0: none); a "
@@ -208,12 +209,6 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, T: float
                     reduction="batchmean", log_target=True) * (T * T)
 
 
-def normalise(u8: torch.Tensor, mean, std) -> torch.Tensor:
-    m = torch.as_tensor(mean, dtype=torch.float32, device=u8.device).view(1, -1, 1, 1)
-    s = torch.as_tensor(std, dtype=torch.float32, device=u8.device).view(1, -1, 1, 1)
-    return (u8.float() / 255.0 - m) / s
-
-
 # ---------------------------------------------------------------------------------------------
 # the steps
 
@@ -230,8 +225,8 @@ class Synthetic:
 
 
 def check_options(args) -> None:
-    from . import checks
-    from .checks import option_of
+    from pri import checks
+    from pri.checks import option_of
 
     for opt in ("steps", "batch", "eval_batch"):
         checks.integer(getattr(args, opt), option_of(opt), 1)
@@ -254,7 +249,8 @@ def check_options(args) -> None:
         checks.non_negative(getattr(args, opt), option_of(opt))
     if args.head_only and not args.student_checkpoint:
         raise PriError("--head-only", "training only a new head needs a pretrained student: give --student-checkpoint")
-    from .io import check_distinct, check_seed, check_writable
+    from pri.checks import seed as check_seed
+    from pri.files.io import check_distinct, check_writable
 
     check_seed(args.seed)
     check_distinct({"--out": args.out, "--student-out": args.student_out},
@@ -265,10 +261,10 @@ def check_options(args) -> None:
 
 
 def load_pools(paths: list[str]) -> tuple[list[dict], list[dict]]:
-    """The pools and, per pool, its provenance (pri.io.input_path, sha256, images, the ledger's
+    """The pools and, per pool, its provenance (pri.files.io.input_path, sha256, images, the ledger's
     small entries)."""
-    from .models import sha256_file
-    from .pool import load_pool
+    from pri.files.models import sha256_file
+    from pri.files.pool import load_pool
 
     pools = [load_pool(p) for p in paths]
     info = [{"path": input_path(path), "sha256": sha256_file(path), "images": int(len(pool["labels"])),
@@ -283,9 +279,9 @@ def load_pools(paths: list[str]) -> tuple[list[dict], list[dict]]:
 
 def load_teacher(args, pools: list[dict], device):
     """The teacher, checked against the pools it must have produced."""
-    from .models import load_model, read_checkpoint
-    from .pool import check_teacher
-    from .vit import num_patches
+    from pri.core.vit import num_patches
+    from pri.files.models import load_model, read_checkpoint
+    from pri.files.pool import check_teacher
 
     name = args.teacher_model
     if name is None:
@@ -315,10 +311,10 @@ def load_teacher(args, pools: list[dict], device):
 
 def select_images(args, pools: list[dict], info: list[dict], num_classes: int) -> Synthetic:
     """``--images`` images (of ``--classes``) of the pools, balanced over the classes in whole
-    trajectories, in an order whose labels depend on the seed alone (pri.pool.balanced_order); all
+    trajectories, in an order whose labels depend on the seed alone (pri.files.pool.balanced_order); all
     of them in a seed-drawn order when ``--images`` is not given."""
-    from .io import derive_seed
-    from .pool import balanced_order, check_unit, class_histogram, images_per_trajectory, trajectory_ids
+    from pri.core.runtime import derive_seed
+    from pri.files.pool import balanced_order, check_unit, class_histogram, images_per_trajectory, trajectory_ids
 
     labels_all, traj = torch.cat([p["labels"] for p in pools]), trajectory_ids(pools)
     classes = range(num_classes) if args.classes is None else sorted(set(args.classes))
@@ -349,16 +345,16 @@ def select_images(args, pools: list[dict], info: list[dict], num_classes: int) -
 
 
 def load_real(args, teacher, split: str):
-    from .data import for_teacher
+    from pri.files.data import for_teacher
 
     return for_teacher(teacher, args.dataset, args.data_root, split, args.limit_test, args.teacher)
 
 
 def build_student(args, teacher, device, run: int):
     """The student (random init from the seed and run, or a checkpoint with a new head) and its provenance."""
-    from .io import derive_seed
-    from .models import HUB, build_model, hub_checkpoint, load_model
-    from .vit import grid_size, patch_size
+    from pri.core.runtime import derive_seed
+    from pri.core.vit import grid_size, patch_size
+    from pri.files.models import HUB, build_model, hub_checkpoint, load_model
 
     tm = teacher.model
     t_img, t_ch = int(tm.patch_embed.img_size[0]), int(tm.patch_embed.proj.in_channels)
@@ -399,7 +395,7 @@ def build_student(args, teacher, device, run: int):
 @torch.no_grad()
 def teacher_logits(teacher, images: torch.Tensor, masks: torch.Tensor, device, amp: bool, batch: int) -> torch.Tensor:
     """The teacher's logits on synthetic images, masked patches only (padded batches)."""
-    from .vit import padded_index, sparse_forward
+    from pri.core.vit import padded_index, sparse_forward
 
     out = torch.empty(len(images), teacher.num_classes, dtype=torch.float32)
     order = torch.argsort(masks.sum(1), stable=True)  # similar sizes together: little padding
@@ -432,7 +428,7 @@ class TeacherTargets:
         self.precomputed = self.table is not None
 
     def __call__(self, b: torch.Tensor, combo: torch.Tensor | None, x: torch.Tensor, idx, valid) -> torch.Tensor:
-        from .vit import sparse_forward
+        from pri.core.vit import sparse_forward
 
         if self.table is not None:
             return self.table[b, combo if combo is not None else 0].to(self.device)
@@ -462,7 +458,7 @@ def real_confidence(teacher, test_x, test_y, device, amp, batch) -> np.ndarray:
     rec = teacher.test_confidence
     if rec is not None and len(rec) == len(test_y):
         return rec.numpy().astype(np.float64)
-    from .data import batches, prepare
+    from pri.files.data import batches, prepare
 
     img = int(teacher.model.patch_embed.img_size[0])
     out = []
@@ -477,9 +473,9 @@ def real_confidence(teacher, test_x, test_y, device, amp, batch) -> np.ndarray:
 def train(args, run: int, model, norm, targets: TeacherTargets, syn: Synthetic, aug, device, amp: bool,
           evaluate_fn, progress: bool) -> dict:
     """``--steps`` KD steps; batches in the seed's order, padded to their largest mask."""
-    from .io import derive_seed
-    from .train import lr_at, make_optimizer, set_lr, sync
-    from .vit import padded_index, sparse_forward
+    from pri.core.runtime import derive_seed, sync
+    from pri.core.vit import padded_index, sparse_forward
+    from pri.tasks.train import lr_at, make_optimizer, set_lr
 
     opt = make_optimizer(model, args.optimizer, args.lr, args.weight_decay, args.momentum)
     order = EpochOrder(len(syn.labels), args.batch, torch.Generator().manual_seed(derive_seed(args.seed, "order", run)))
@@ -533,8 +529,8 @@ def train(args, run: int, model, norm, targets: TeacherTargets, syn: Synthetic, 
 def scratch_runs(args, teacher, syn, aug, targets, real: dict, device, amp: bool, progress: bool) -> tuple:
     """``--kd-runs`` students trained by SGD (from scratch, or from --student-checkpoint), each scored
     on the test (and validation) split; returns their records and (the last student, its pixel mean, SD)."""
-    from .probe import kl_to_teacher, teacher_real_logits
-    from .train import evaluate
+    from pri.tasks.probe import kl_to_teacher, teacher_real_logits
+    from pri.tasks.train import evaluate
 
     t_img = int(teacher.model.patch_embed.img_size[0])
     test_x, test_y, test_sha = real["test"]
@@ -573,7 +569,7 @@ def hyperparameters(args, syn, targets, teacher, amp: bool) -> dict:
                  weight_decay_on="weight matrices only", feed="masked patches only (sparse_forward), CLS prepended, "
                  "batches padded to their largest mask with the padding masked out of attention",
                  image_order="--images balanced over the classes in whole trajectories, each label at the same "
-                 "position for every method (pri.pool.balanced_order)" if syn.histogram is not None else
+                 "position for every method (pri.files.pool.balanced_order)" if syn.histogram is not None else
                  "all the pools' images in a permutation drawn from the seed",
                  class_histogram={str(c): k for c, k in sorted(syn.histogram.items())} if syn.histogram else None,
                  data_order="a permutation per epoch drawn from the seed and run (the same for every method)",
@@ -587,7 +583,7 @@ def mean_of(runs: list[dict], key: str) -> float | None:
 
 
 def run_metrics(args, runs, probe, syn, pool_info, teacher, conf, hyper, test_meta, device) -> dict:
-    from .io import device_name, versions
+    from pri.core.runtime import device_name, versions
 
     k = teacher.num_classes
     per_class = [None if not runs or any(r["per_class"][c] is None for r in runs) else
@@ -616,11 +612,12 @@ def run_metrics(args, runs, probe, syn, pool_info, teacher, conf, hyper, test_me
 
 
 def run(args) -> int:
-    from .engine import Augment
-    from .io import atomic_write_json, setup_runtime, with_timing
-    from .models import save_checkpoint
-    from .probe import verdict_student
-    from .vit import patch_size
+    from pri.core.engine import Augment
+    from pri.core.runtime import setup_runtime
+    from pri.core.vit import patch_size
+    from pri.files.io import atomic_write_json, with_timing
+    from pri.files.models import save_checkpoint
+    from pri.tasks.probe import verdict_student
 
     t_start = time.perf_counter()
     check_options(args)

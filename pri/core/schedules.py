@@ -22,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from .errors import PriError
+from pri.errors import PriError
 
 SMI_PUBLIC_PRUNE_AT = (50, 100, 200, 300)
 SMI_PUBLIC_RATIO = 0.3

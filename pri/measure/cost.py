@@ -2,7 +2,7 @@
 per generated image of a schedule.
 
 Forward at ``n`` active patches (``t = n + P`` tokens, ``P`` prefix tokens: CLS and registers),
-per image, in the groups that the fvcore count in pri/flops.py reports as well:
+per image, in the groups that the fvcore count in pri/measure/flops.py reports as well:
 
 - ``patch_embed``: only the active patches are embedded: ``n * C * p * p * D``;
 - ``attn_proj`` (per block): ``t * (D * 3A + A * D)`` for qkv and proj, ``= 4 t D^2`` when the
@@ -40,9 +40,9 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .errors import PriError
-from .schedules import (DMI, PRI, SMI, SMI_PUBLIC_T, IdealSMI, Schedule, Spec, final_count,  # noqa: F401
-                        scaled_prune_at, standard_tags)
+from pri.core.schedules import (DMI, PRI, SMI, SMI_PUBLIC_T, IdealSMI, Schedule, Spec, scaled_prune_at,
+                                standard_tags)
+from pri.errors import PriError
 
 GROUPS = ("patch_embed", "attn_proj", "attn_matmul", "mlp", "head", "other")
 COMPARED = ("patch_embed", "attn_proj", "attn_matmul", "mlp", "head")  # what fvcore and this model share
@@ -78,7 +78,7 @@ class ModelDims:
 
     @classmethod
     def from_model(cls, model: nn.Module, name: str | None = None) -> "ModelDims":
-        from .vit import check_model, num_patches, patch_size
+        from pri.core.vit import check_model, num_patches, patch_size
 
         check_model(model)
         blk = model.blocks[0]
@@ -115,7 +115,7 @@ class ModelDims:
 
     @classmethod
     def from_name(cls, name: str, img_size: int | None = None, num_classes: int | None = None) -> "ModelDims":
-        from .models import build_model
+        from pri.files.models import build_model
 
         with torch.device("meta"):  # shapes only: no weight initialisation (seconds for DeiT-B)
             model = build_model(name, num_classes=num_classes, img_size=img_size)
@@ -181,7 +181,7 @@ def step_macs(d: ModelDims, n: int, backward: str = "convention", prefix: bool =
 # --------------------------------------------------------------------------- schedules
 def standard_schedules(n: int, iterations: int = PAPER_T, vs=(2, 4, 7), random: bool = True,
                        matched: bool = True, ideal: bool = True) -> dict:
-    """``{tag: schedule}`` of :func:`pri.schedules.standard_tags` that fit ``n`` patches and ``iterations``
+    """``{tag: schedule}`` of :func:`pri.core.schedules.standard_tags` that fit ``n`` patches and ``iterations``
     (SMI's tags only where its scaled prune iterations exist)."""
     vs = [v for v in vs if v <= n and v <= iterations]
     smi_ok = bool(scaled_prune_at(iterations))

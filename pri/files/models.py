@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from .errors import PriError
-from .vit import check_model
+from pri.core.engine import Teacher
+from pri.core.vit import check_model
+from pri.errors import PriError
 
 # Small ViTs for the embedded default (Fashion-MNIST 28 px, digits 8 px, CIFAR 32 px).
 SMALL_VITS: dict[str, dict] = {
@@ -117,7 +117,7 @@ def read_checkpoint(path: str, option: str = "--checkpoint") -> dict:
             return load_file(path, device="cpu")
         except (SafetensorError, OSError, ValueError) as e:
             raise PriError(option, f"{path} is not a readable .safetensors file ({type(e).__name__})") from e
-    from .io import safe_torch_load
+    from pri.files.io import safe_torch_load
 
     obj = safe_torch_load(path, option)
     if not isinstance(obj, dict):
@@ -155,20 +155,6 @@ def state_dict_of(obj: dict) -> dict:
         if key in obj and isinstance(obj[key], dict):
             return obj[key]
     return obj
-
-
-@dataclass
-class Teacher:
-    model: nn.Module
-    name: str
-    mean: tuple
-    std: tuple
-    provenance: dict = field(default_factory=dict)
-    test_confidence: torch.Tensor | None = None  # max-softmax on the real test set, recorded by pri teacher
-
-    @property
-    def num_classes(self) -> int:
-        return int(self.model.num_classes)
 
 
 def load_model(name: str, checkpoint: str | None = None, num_classes: int | None = None,
@@ -247,7 +233,7 @@ def save_checkpoint(path: str, model: nn.Module, name: str, mean, std, provenanc
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "provenance": provenance,
     }
-    from .io import atomic_torch_save
+    from pri.files.io import atomic_torch_save
 
     atomic_torch_save(obj, path)
     return sha256_file(path)

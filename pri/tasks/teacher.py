@@ -24,8 +24,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from .errors import PriError
-from .io import progress as progress_bar
+from pri.core.runtime import progress as progress_bar
+from pri.errors import PriError
 
 # The default recipe, tuned on 2 CPU cores for Fashion-MNIST: a short schedule (4 epochs) wants a
 # high peak learning rate (4e-3 beat 1e-3 and 2e-3) and no augmentation (the model underfits);
@@ -107,7 +107,7 @@ def _init_from_checkpoint(model, path: str, num_classes: int) -> dict:
     """Load an ImageNet (or any) ViT checkpoint into ``model`` except its head; returns a note."""
     from timm.layers import resample_abs_pos_embed
 
-    from .models import read_checkpoint, sha256_file, state_dict_of
+    from pri.files.models import read_checkpoint, sha256_file, state_dict_of
 
     sd = dict(state_dict_of(read_checkpoint(path, "--init-checkpoint")))
     head_keys = [k for k in sd if k.startswith("head.") or k.startswith("head_dist.")]
@@ -132,7 +132,7 @@ def _init_from_checkpoint(model, path: str, num_classes: int) -> dict:
 
 
 def check_options(args) -> None:
-    from .data import DATASETS
+    from pri.files.data import DATASETS
 
     if args.dataset not in DATASETS:
         raise PriError("--dataset", f"unknown dataset {args.dataset!r}: choose one of {', '.join(DATASETS)}")
@@ -140,8 +140,8 @@ def check_options(args) -> None:
         raise PriError("--init-checkpoint", "give either --checkpoint (evaluate) or --init-checkpoint (fine-tune), not both")
     if not args.checkpoint and not args.out:
         raise PriError("--out", "training needs --out PATH for the checkpoint (or pass --checkpoint to evaluate only)")
-    from . import checks
-    from .checks import option_of
+    from pri import checks
+    from pri.checks import option_of
 
     for opt in ("epochs", "lr"):
         checks.positive(getattr(args, opt), option_of(opt))
@@ -152,7 +152,8 @@ def check_options(args) -> None:
         if getattr(args, opt) is not None:
             checks.integer(getattr(args, opt), option_of(opt), lo)
     checks.number(args.label_smoothing, "--label-smoothing", 0, 1, hi_open=True)
-    from .io import check_distinct, check_seed, check_writable
+    from pri.checks import seed as check_seed
+    from pri.files.io import check_distinct, check_writable
 
     check_seed(args.seed)
     check_distinct({"--out": args.out, "--metrics": args.metrics},
@@ -167,8 +168,8 @@ def _limit(x, y, keep):
 
 
 def load_test(args):
-    from .data import load_dataset
-    from .models import native_img_size
+    from pri.files.data import load_dataset
+    from pri.files.models import native_img_size
 
     x, y, meta = load_dataset(args.dataset, args.data_root, "test", img_size=args.img_size or native_img_size(args.model))
     if args.limit_test is not None:
@@ -181,7 +182,7 @@ def load_test(args):
 def build(args, test_meta):
     """The model to train (random init from the seed, or ImageNet weights with a new head) or the
     checkpoint to evaluate, with its normalisation and how it was initialised."""
-    from .models import HUB, SMALL_VITS, build_model, hub_checkpoint, load_model
+    from pri.files.models import HUB, SMALL_VITS, build_model, hub_checkpoint, load_model
 
     ds_classes = int(test_meta["num_classes"])
     num_classes = args.num_classes or ds_classes
@@ -232,8 +233,9 @@ def recipe_of(args, num_classes, img, ch, mean, std, init_note, amp, total, warm
 def train(args, model, num_classes, mean, std, init_note, device, amp, progress) -> tuple[dict, dict, int]:
     """Train (or fine-tune) ``model`` on the training split; returns the recipe, the training data's
     provenance and the steps taken."""
-    from .data import batches, load_dataset, prepare
-    from .train import lr_at, make_optimizer, set_lr, sync
+    from pri.core.runtime import sync
+    from pri.files.data import batches, load_dataset, prepare
+    from pri.tasks.train import lr_at, make_optimizer, set_lr
 
     img, ch = model_geometry(model)
     x_tr, y_tr, meta = load_dataset(args.dataset, args.data_root, "train", img_size=img)
@@ -287,8 +289,8 @@ def train(args, model, num_classes, mean, std, init_note, device, amp, progress)
 
 
 def run(args) -> int:
-    from .io import setup_runtime
-    from .train import evaluate
+    from pri.core.runtime import setup_runtime
+    from pri.tasks.train import evaluate
 
     t_start = time.perf_counter()
     check_options(args)
@@ -326,8 +328,9 @@ def _checkpoint_ref(args) -> str:
 def write_outputs(args, model, ev, test_meta, recipe, train_data, loaded, mean, std, device, steps, timing) -> None:
     """The checkpoint (--out) and the metrics (--metrics): the same work gives the same bytes, the
     seconds go to each output's timing side file (``timing()`` gives them)."""
-    from .io import atomic_write_json, device_name, versions, weights_sha256, with_timing
-    from .models import save_checkpoint, sha256_file
+    from pri.core.runtime import device_name, versions, weights_sha256
+    from pri.files.io import atomic_write_json, with_timing
+    from pri.files.models import save_checkpoint, sha256_file
 
     num_classes, (img, ch) = int(model.num_classes), model_geometry(model)
     test_info = {"name": args.dataset, "split": "test", "source": test_meta["source"], "sha256": test_meta["sha256"],

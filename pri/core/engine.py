@@ -2,7 +2,7 @@
 
 Loss CE + TV, Adam on the pixels, roll-and-flip augmentation with the active set remapped,
 clamping to the valid pixel range, the importance score read on an un-augmented forward.
-DMI, SMI and PRI differ only in the schedule (pri/schedules.py).
+DMI, SMI and PRI differ only in the schedule (pri/core/schedules.py).
 
 Between two schedule events every tensor has a fixed shape, so the whole optimisation step
 (augment, sparse forward, loss, backward, Adam, clamp) works on static buffers. On a GPU each
@@ -14,16 +14,30 @@ from __future__ import annotations
 import math
 import resource
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from .errors import PriError
-from .io import derive_seed, progress, resolve_device
-from .models import Teacher
-from .schedules import Schedule
-from .vit import grid_size, num_patches, patch_size, sparse_forward
+from pri.core.runtime import derive_seed, progress, resolve_device, sync
+from pri.core.schedules import Schedule
+from pri.core.vit import grid_size, num_patches, patch_size, sparse_forward
+from pri.errors import PriError
+
+
+@dataclass
+class Teacher:
+    """A classifier with the normalisation its inputs need and where it came from: what the engine inverts."""
+    model: torch.nn.Module
+    name: str
+    mean: tuple
+    std: tuple
+    provenance: dict = field(default_factory=dict)
+    test_confidence: torch.Tensor | None = None  # max-softmax on the real test set, recorded by pri teacher
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.model.num_classes)
 
 
 @dataclass
@@ -297,10 +311,6 @@ class Inverter:
         stage = Stage(self, active.to(self.device))
         return lambda: stage.step(self.sample_combo())
 
-    def sync(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def run(self, callback=None) -> dict:
         """Run the schedule; returns the pool dict. ``callback(t, x, emitted)`` is called at each
         event with the trajectory pixels (normalised) before it acts (for tests and inspection)."""
@@ -334,7 +344,7 @@ class Inverter:
             torch.cuda.reset_peak_memory_stats(self.device)
         stage = Stage(self, active)
         bar = progress(run_len, cfg.progress, f"{sched.method} invert", unit="it")
-        self.sync()
+        sync(self.device)
         t0 = time.perf_counter()
         for t in range(run_len):
             if t in events:
@@ -357,7 +367,7 @@ class Inverter:
             callback(run_len, self.x.detach(), final)
         for idx in final:
             emit(idx)
-        self.sync()
+        sync(self.device)
         wall = time.perf_counter() - t0
         bar.close()
         return self._pool(out_imgs, out_masks, out_stage, out_updates, counts + [0] * (T - len(counts)), wall)
@@ -381,8 +391,8 @@ class Inverter:
 
     def _ledger(self, counts, images_out, wall) -> dict:
         """The pool's ledger. Its TIMING_KEYS (wall-clock, peak memory) differ between two runs of
-        the same work: pri.io.atomic_torch_save writes them to the pool's timing side file."""
-        from .io import device_name, versions, weights_sha256
+        the same work: pri.files.io.atomic_torch_save writes them to the pool's timing side file."""
+        from pri.core.runtime import device_name, versions, weights_sha256
 
         cfg = self.cfg
         if self.device.type == "cuda":

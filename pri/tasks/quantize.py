@@ -28,7 +28,7 @@ token gather (input image, patch embedding, position embedding) observe only the
 CLS's position); ``dense`` is SMI's code: they observe every patch, zero pixels included.
 Baselines: ``noise`` (N(0, 1) images in the normalised input space, dense; the lower bound) and
 ``real`` (images of the teacher's dataset's train split, no augmentation, dense; the upper bound).
-Evaluation: dense fake-quant forward on the real test split (pri.train.evaluate), top-1 and top-5,
+Evaluation: dense fake-quant forward on the real test split (pri.tasks.train.evaluate), top-1 and top-5,
 with the float teacher's alongside; each row also records which test images it classified
 correctly (``correct_bits``), so that the analysis can pair two calibrations image by image.
 
@@ -63,13 +63,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import PriError
-from .io import input_path
-from .vit import check_model, mask_to_index, num_patches, patch_size, patchify
+from pri.checks import settings_of
+from pri.core.vit import check_model, mask_to_index, num_patches, patch_size, patchify
+from pri.errors import PriError
+from pri.files.io import input_path
 
 CALIBRATIONS = ("pool", "noise", "real")
 PRE_GATHER = ("sparse", "dense")
-MIN_BITS, MAX_BITS = 2, 16
 EPS = float(torch.finfo(torch.float32).eps)
 CPU_CHUNK = 128  # images per forward on a CPU (see ``chunked``)
 
@@ -309,7 +309,7 @@ def chunked(fn, x: torch.Tensor, chunk: int | None) -> torch.Tensor:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from .pool import add_balance_unit
+    from pri.files.pool import add_balance_unit
 
     p.add_argument("--teacher", required=True, metavar="PATH",
                    help="the teacher: a suite checkpoint (pri teacher) or a state_dict fitting --teacher-model")
@@ -360,28 +360,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="metrics JSON to write")
 
 
-def settings_of(w_bits: list[int], a_bits: list[int]) -> list[tuple[int, int]]:
-    """Pair --w-bits and --a-bits position by position (a single value is broadcast)."""
-    for opt, bits in (("--w-bits", w_bits), ("--a-bits", a_bits)):
-        bad = [b for b in bits if not MIN_BITS <= b <= MAX_BITS]
-        if bad:
-            raise PriError(opt, f"{bad} outside {MIN_BITS}..{MAX_BITS} bits: give bit widths such as 8, 6 or 4")
-    if len(w_bits) != len(a_bits) and 1 not in (len(w_bits), len(a_bits)):
-        raise PriError("--a-bits", f"{len(a_bits)} values for {len(w_bits)} --w-bits values: give one value, or one "
-                       "per --w-bits value (they pair position by position)")
-    n = max(len(w_bits), len(a_bits))
-    pairs = list(zip(w_bits * n if len(w_bits) == 1 else w_bits, a_bits * n if len(a_bits) == 1 else a_bits))
-    dup = [f"W{w}A{a}" for i, (w, a) in enumerate(pairs) if (w, a) in pairs[:i]]
-    if dup:
-        raise PriError("--w-bits", f"setting {dup[0]} given twice: list each (--w-bits, --a-bits) pair once")
-    return pairs
-
-
 def check_options(args) -> list[tuple[int, int]]:
     """Every option that can be checked before any work; returns the (w_bits, a_bits) settings."""
-    from .io import check_distinct, check_seed, check_writable
+    from pri.checks import seed as check_seed
+    from pri.files.io import check_distinct, check_writable
 
-    from .checks import fits_memory, integer, option_of
+    from pri.checks import fits_memory, integer, option_of
 
     settings = settings_of(args.w_bits, args.a_bits)
     for opt in ("calib_images", "draws", "eval_batch", "limit_test", "balance_unit"):
@@ -412,7 +396,7 @@ def packed_correct(correct: torch.Tensor) -> dict:
 
 def draw_generator(seed: int, draw: int) -> tuple[torch.Generator, int]:
     """The generator of calibration draw ``draw`` (and its seed), independent across (seed, draw) pairs."""
-    from .io import derive_seed
+    from pri.core.runtime import derive_seed
 
     s = derive_seed(seed, "calibration", draw)
     return torch.Generator().manual_seed(s), s
@@ -420,7 +404,7 @@ def draw_generator(seed: int, draw: int) -> tuple[torch.Generator, int]:
 
 def load_teacher(args, pools: list[dict]):
     """The teacher to quantise (its architecture from --teacher-model, the checkpoint or the pools' ledgers)."""
-    from .models import load_model, read_checkpoint
+    from pri.files.models import load_model, read_checkpoint
 
     tname = args.teacher_model
     if tname is None:
@@ -444,8 +428,8 @@ class Calibration:
     classes), real training images (the same histogram) or Gaussian noise, one batch per draw."""
 
     def __init__(self, args, teacher, pools: list[dict], ds_name: str):
-        from .models import sha256_file
-        from .pool import check_teacher, check_unit, images_per_trajectory, trajectory_ids
+        from pri.files.models import sha256_file
+        from pri.files.pool import check_teacher, check_unit, images_per_trajectory, trajectory_ids
 
         m = teacher.model
         self.args, self.ds_name = args, ds_name
@@ -480,7 +464,7 @@ class Calibration:
             check_unit(args.calib_images, self.unit, per_traj, "--calib-images")
 
     def load_real(self, teacher) -> None:
-        from .data import for_teacher
+        from pri.files.data import for_teacher
 
         if self.args.calibration == "real":
             _, self.train_x, train_y, self.train_meta = for_teacher(teacher, self.ds_name, self.args.data_root, "train")
@@ -490,9 +474,8 @@ class Calibration:
 
     def batch(self, draw: int):
         """(normalised images, masks or None, provenance) of draw ``draw``."""
-        from .data import batches, prepare
-        from .distill import normalise
-        from .pool import balanced_order, class_histogram
+        from pri.files.data import batches, normalise, prepare
+        from pri.files.pool import balanced_order, class_histogram
 
         args = self.args
         g, draw_seed = draw_generator(args.seed, draw)
@@ -575,10 +558,11 @@ def what_is_quantised(model, chunk) -> dict:
 
 
 def run(args) -> int:
-    from .data import for_teacher
-    from .io import atomic_write_json, device_name, setup_runtime, versions, with_timing
-    from .pool import load_pool
-    from .train import evaluate
+    from pri.core.runtime import device_name, setup_runtime, versions
+    from pri.files.data import for_teacher
+    from pri.files.io import atomic_write_json, with_timing
+    from pri.files.pool import load_pool
+    from pri.tasks.train import evaluate
 
     t_start = time.perf_counter()
     settings = check_options(args)

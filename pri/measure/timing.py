@@ -36,14 +36,13 @@ from dataclasses import replace
 
 import torch
 
-from .cost import schedule_profile
-from .engine import InversionConfig, Inverter
-from .errors import PriError
-from .io import device_name, resolve_device
-from .io import progress as progress_bar
-from .models import Teacher
-from .schedules import DMI, IdealSMI, Schedule
-from .vit import num_patches
+from pri.core.engine import InversionConfig, Inverter, Teacher
+from pri.core.runtime import device_name, resolve_device, sync
+from pri.core.runtime import progress as progress_bar
+from pri.core.schedules import DMI, IdealSMI, Schedule
+from pri.core.vit import num_patches
+from pri.errors import PriError
+from pri.measure.cost import schedule_profile
 
 MODES = ("full", "stage-sampled")
 # defaults of the timing functions, `pri efficiency` and the workflow's efficiency.* keys (one table)
@@ -66,10 +65,6 @@ def check_counts(steps: int, warmup: int, repeats: int) -> None:
     if repeats < 1:
         raise PriError("--repeats", f"must be >= 1 (got {repeats})")
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def _reset_peak(device: torch.device) -> None:
@@ -108,7 +103,7 @@ class StageSampler:
             st = inv.stage_stepper(1)
             for _ in range(2):
                 st()
-            inv.sync()
+            sync(inv.device)
             self._inv[b] = inv
         return self._inv[b]
 
@@ -122,7 +117,7 @@ class StageSampler:
             return self.steps_cache[key]
         inv = self.inverter(b)
         dev = inv.device
-        _sync(dev)
+        sync(dev)
         _reset_peak(dev)
         stepper = inv.stage_stepper(k)
         w = self.effective_warmup(inv)
@@ -130,11 +125,11 @@ class StageSampler:
             stepper()
         samples = []
         for _ in range(self.repeats):
-            _sync(dev)
+            sync(dev)
             t0 = time.perf_counter()
             for _ in range(self.steps):
                 stepper()
-            _sync(dev)
+            sync(dev)
             samples.append((time.perf_counter() - t0) / self.steps)
         peak, kind = _peak(dev)
         del stepper
@@ -157,10 +152,10 @@ class StageSampler:
             inv.score(active, 0)
         samples = []
         for _ in range(self.repeats):
-            _sync(dev)
+            sync(dev)
             t0 = time.perf_counter()
             inv.score(active, 0)
-            _sync(dev)
+            sync(dev)
             samples.append(time.perf_counter() - t0)
         r = {"active": k, "trajectories": b, "seconds": statistics.median(samples), "samples": samples}
         self.score_cache[key] = r
@@ -221,7 +216,7 @@ def time_full(teacher: Teacher, schedule: Schedule, cfg: InversionConfig, warmup
         st = inv.stage_stepper(n)
         for _ in range(warmup):
             st()
-        inv.sync()
+        sync(inv.device)
         del st, inv
         gc.collect()
     per, walls, peaks, ledger = [], [], [], None

@@ -2,7 +2,7 @@
 of machine, priced from the plan (the same jobs Snakemake will run) and measured step times.
 
 A step of each kind is timed on the job's own model (``measure``), at two batch sizes, and fitted as
-``seconds = overhead + images * MACs-per-image / rate`` (the cost model's MACs, ``pri.cost``), so a
+``seconds = overhead + images * MACs-per-image / rate`` (the cost model's MACs, ``pri.measure.cost``), so a
 stage with fewer active patches or a smaller batch is priced by its MACs. Three kinds of step:
 
 - ``invert``: a forward and the input gradient (the inversion step, a frozen teacher);
@@ -70,7 +70,7 @@ class Rates:
 def macs(model, kind: str, active: int | None = None) -> float:
     """MACs of one image's step of ``kind`` at ``active`` patches (all when None); ``model``: a name
     or a built model."""
-    from .cost import dims_of, forward_macs
+    from pri.measure.cost import dims_of, forward_macs
 
     d = dims_of(model)
     fwd = sum(forward_macs(d, d.num_patches if active is None else active).values())
@@ -115,7 +115,7 @@ def measure(models: list[str], threads: int, batches=(8, 64)) -> Rates:
 
     import torch
 
-    from .models import build_model
+    from pri.files.models import build_model
 
     torch.set_num_threads(threads)
     rates = Rates(threads, machine=f"{platform.machine()}, {os.cpu_count()} cores, {threads} threads")
@@ -136,7 +136,7 @@ def load_rates(path: str) -> Rates:
 
 
 def save_rates(rates: Rates, path: str) -> None:
-    from .io import atomic_write_json
+    from pri.files.io import atomic_write_json
 
     atomic_write_json(path, rates.to_json())
 
@@ -144,8 +144,8 @@ def save_rates(rates: Rates, path: str) -> None:
 # ------------------------------------------------------------------------------------- pricing
 def invert_seconds(step: StepModel, model: str, tag: str, iterations: int, images: int) -> float:
     """One inversion of ``images`` images of ``tag``: every active count's steps at its MACs."""
-    from .cost import dims_of, schedule_profile
-    from .schedules import build
+    from pri.core.schedules import build
+    from pri.measure.cost import dims_of, schedule_profile
 
     n = dims_of(model).num_patches
     s = build(tag, n, iterations)
@@ -155,8 +155,8 @@ def invert_seconds(step: StepModel, model: str, tag: str, iterations: int, image
 
 def _kept(model: str, tag: str) -> int:
     """The patches a pool image of ``tag`` keeps, on average (its nominal sparsity)."""
-    from .cost import dims_of
-    from .schedules import Spec
+    from pri.core.schedules import Spec
+    from pri.measure.cost import dims_of
 
     n = dims_of(model).num_patches
     return max(1, round(n * (1 - (Spec.parse(tag).nominal_sparsity or 0.0))))
@@ -178,9 +178,9 @@ class Job:
 def _backbone_for(teacher_model: str):
     """The verdict student's backbone for a teacher model's patch grid, built once per model:
     building a DeiT-B per distillation job made the paper config's dry run take minutes."""
-    from .models import build_model
-    from .probe import build_backbone
-    from .vit import patch_size
+    from pri.core.vit import patch_size
+    from pri.files.models import build_model
+    from pri.tasks.probe import build_backbone
 
     t = build_model(teacher_model)
     bb = build_backbone(int(t.patch_embed.img_size[0]), patch_size(t), int(t.patch_embed.proj.in_channels))
@@ -327,8 +327,8 @@ QUANT_OVER_FP = 1.5  # a fake-quant evaluation costs about 1.5x a float one (mea
 
 def _stage_sampled(step: StepModel, model: str, tag: str, iterations: int, images: int, reps: int) -> float:
     """Timing by stage sampling: each distinct active count's step, ``reps`` times."""
-    from .cost import dims_of, schedule_profile
-    from .schedules import build
+    from pri.core.schedules import build
+    from pri.measure.cost import dims_of, schedule_profile
 
     n = dims_of(model).num_patches
     s = build(tag, n, iterations)
@@ -340,7 +340,7 @@ def memory_mb(model: str, batch: int, kind: str) -> float:
     """Peak memory of a job: the process (torch, data) plus the activations a step keeps for its
     backward (about 24 floats per token and width per block) and, for training, weights, gradients and
     optimiser state, with a margin of 1.5."""
-    from .cost import dims_of
+    from pri.measure.cost import dims_of
 
     d = dims_of(model)
     tokens = d.num_patches + d.prefix

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import PriError
+from pri.errors import PriError
 
 DATASETS = ("fashion_mnist", "digits", "cifar10", "cifar100", "imagefolder")
 DEFAULT_ROOTS = {"fashion_mnist": "/usr/share/datasets/fashion-mnist"}
@@ -540,3 +540,10 @@ def batches(images, labels: torch.Tensor, batch: int, order: torch.Tensor | None
             yield x, torch.as_tensor(y, dtype=torch.int64)
     except CorruptImage as e:
         raise PriError(option, corrupt_image_line(e)) from None
+
+
+def normalise(u8: torch.Tensor, mean, std) -> torch.Tensor:
+    """uint8 images (a pool's) as the float input a model with this mean and std takes."""
+    m = torch.as_tensor(mean, dtype=torch.float32, device=u8.device).view(1, -1, 1, 1)
+    s = torch.as_tensor(std, dtype=torch.float32, device=u8.device).view(1, -1, 1, 1)
+    return (u8.float() / 255.0 - m) / s

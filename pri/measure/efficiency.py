@@ -1,8 +1,8 @@
 """Cost model, fvcore MACs and wall-clock per generated image of DMI, SMI and PRI schedules.
 
-``--what cost`` is the analytic model (pri/cost.py: MACs by group, ideal ratios, Theorem 1);
-``flops`` counts the sparse forward with fvcore at each distinct active count (pri/flops.py);
-``time`` measures the inversion loop per generated image (pri/timing.py), ``full`` (the real
+``--what cost`` is the analytic model (pri/measure/cost.py: MACs by group, ideal ratios, Theorem 1);
+``flops`` counts the sparse forward with fvcore at each distinct active count (pri/measure/flops.py);
+``time`` measures the inversion loop per generated image (pri/measure/timing.py), ``full`` (the real
 loop, repeated) or ``stage-sampled`` (each distinct active count's step timed after warm-up
 and integrated over the schedule; how paper scale is measured on a CPU). ``auto`` is full on a
 GPU and stage-sampled on a CPU. One schedule (``--method``) or many (``--schedules``) per job.
@@ -16,15 +16,16 @@ import time
 
 import torch
 
-from .cost import (BACKWARD, GROUPS, dims_dict, dims_of, ideal_ratios, schedule_cost, standard_schedules,
-                   theorem1)
-from .engine import InversionConfig
-from .errors import PriError
-from .io import atomic_write_json, device_name, resolve_device, set_threads, versions
-from .io import progress as progress_bar
-from .schedules import (PRI, IdealSMI, Schedule, Spec, add_schedule_arguments, specs_from_args,
-                        theorem1_companions)
-from .timing import MODES, REPEATS, STEPS, WARMUP, resolve_mode
+from pri.core.engine import InversionConfig
+from pri.core.runtime import device_name, resolve_device, set_threads, versions
+from pri.core.runtime import progress as progress_bar
+from pri.core.schedules import (PRI, IdealSMI, Schedule, Spec, add_schedule_arguments, specs_from_args,
+                                theorem1_companions)
+from pri.errors import PriError
+from pri.files.io import atomic_write_json
+from pri.measure.cost import (BACKWARD, GROUPS, dims_dict, dims_of, ideal_ratios, schedule_cost, standard_schedules,
+                              theorem1)
+from pri.measure.timing import MODES, REPEATS, STEPS, WARMUP, resolve_mode
 
 WHATS = ("cost", "flops", "time")
 
@@ -89,11 +90,11 @@ def efficiency_table(model_name: str, schedules: dict, iterations: int = 4000, b
     """One flat row per schedule tag: provenance, schedule parameters, analytic MACs per image
     (``cost_*``), fvcore MACs per image (``flops_*``) and seconds per image (``time_*``).
 
-    ``schedules`` maps tags to Schedule objects (see pri.cost.standard_schedules). If
+    ``schedules`` maps tags to Schedule objects (see pri.measure.cost.standard_schedules). If
     ``details`` is a dict, per-schedule nested results (stage timings, skipped operators,
     profiles), Theorem 1 and the ideal ratios are put into it. ``teacher``: an already loaded
-    pri.models.Teacher of ``model_name`` (else it is loaded here)."""
-    from .models import load_model
+    pri.core.engine.Teacher of ``model_name`` (else it is loaded here)."""
+    from pri.files.models import load_model
 
     what = resolve_what(what)
     dev = _check_table_args(schedules, iterations, batch, backward, device, dtype)
@@ -171,8 +172,8 @@ def _cost_columns(rows: dict, det: dict, d, schedules: dict, iterations: int, ba
 def _flops_columns(rows: dict, det: dict, teacher, schedules: dict, iterations: int, backward: str, with_cost: bool,
                    progress: bool) -> None:
     """fvcore's MACs per image (``flops_*``), each distinct forward counted once."""
-    from .cost import schedule_profile
-    from .flops import FlopCounter
+    from pri.measure.cost import schedule_profile
+    from pri.measure.flops import FlopCounter
 
     fc, n = FlopCounter(teacher.model), next(iter(rows.values()))["num_patches"]
     todo = set()
@@ -198,7 +199,7 @@ def _flops_columns(rows: dict, det: dict, teacher, schedules: dict, iterations: 
 def _time_columns(rows: dict, det: dict, teacher, schedules: dict, cfg, tmode: str, steps: int, warmup: int,
                   repeats: int, dev, progress: bool) -> None:
     """Measured seconds per image (``time_*``) of every schedule."""
-    from .timing import time_schedules
+    from pri.measure.timing import time_schedules
 
     res = time_schedules(teacher, schedules, cfg, mode=tmode, steps=steps, warmup=warmup, repeats=repeats,
                          progress=progress)
@@ -227,12 +228,13 @@ def _params(s: Schedule) -> dict:
 
 
 def run(args) -> int:
-    from .io import check_distinct, check_seed, check_writable, with_timing
+    from pri.checks import seed as check_seed
+    from pri.files.io import check_distinct, check_writable, with_timing
 
     set_threads(args.threads)
     what = resolve_what(args.what)
     check_seed(args.seed)
-    from .checks import fits_memory, integer, iterations
+    from pri.checks import fits_memory, integer, iterations
 
     for opt in ("steps", "warmup", "repeats", "batch"):
         integer(getattr(args, opt), "--" + opt, 0 if opt == "warmup" else 1)
@@ -240,8 +242,8 @@ def run(args) -> int:
     fits_memory(args.batch, "--batch")
     check_distinct({"--out": args.out}, {"--checkpoint": args.checkpoint})
     check_writable(args.out, "--out")
-    from .models import load_model
-    from .vit import num_patches
+    from pri.core.vit import num_patches
+    from pri.files.models import load_model
 
     teacher = load_model(args.model, args.checkpoint, num_classes=args.num_classes, img_size=args.img_size)
     schedules = schedules_from_args(args, num_patches(teacher.model))
@@ -273,7 +275,7 @@ def run(args) -> int:
 
 
 def _print_summary(rows, what) -> None:
-    from .cost import speedups
+    from pri.measure.cost import speedups
 
     over = {key: speedups(rows, key) for key in ("cost_macs_total", "time_seconds_per_image")}
     head = f"{'schedule':<16s}"

@@ -12,11 +12,13 @@ import argparse
 
 import torch
 
-from .engine import InversionConfig, invert
-from .errors import PriError
-from .io import atomic_torch_save, check_seed, check_writable, derive_seed, set_threads
-from .models import HUB, hub_checkpoint, load_model
-from .schedules import add_schedule_arguments, specs_from_args
+from pri.checks import seed as check_seed
+from pri.core.engine import InversionConfig, invert
+from pri.core.runtime import derive_seed, set_threads
+from pri.core.schedules import add_schedule_arguments, specs_from_args
+from pri.errors import PriError
+from pri.files.io import atomic_torch_save, check_writable
+from pri.files.models import HUB, hub_checkpoint, load_model
 
 DEFAULTS = dict(lr=0.25, tv_weight=1e-4, jitter=0.125, seed=0, score_layer=-1)
 
@@ -54,7 +56,7 @@ def check_options(args) -> None:
     for opt in ("seed", "label_seed"):
         if getattr(args, opt) is not None:
             check_seed(getattr(args, opt), "--" + opt.replace("_", "-"))
-    from . import checks
+    from pri import checks
 
     checks.positive(args.lr, "--lr")
     checks.non_negative(args.tv_weight, "--tv-weight")
@@ -65,7 +67,7 @@ def check_options(args) -> None:
         checks.integer(args.num_classes, "--num-classes", 2)
     if args.parts < 1 or not 0 <= args.part < args.parts:
         raise PriError("--part", f"must lie in [0, --parts) = [0, {args.parts}), got {args.part}")
-    from .io import check_distinct
+    from pri.files.io import check_distinct
 
     check_distinct({"--out": args.out}, {"--checkpoint": args.checkpoint if args.checkpoint else None})
     check_writable(args.out, "--out")
@@ -86,7 +88,7 @@ def load_teacher(args):
         teacher.provenance["init_seed"] = init_seed
     if hub_id:
         teacher.provenance["hub_id"] = hub_id
-    from .vit import num_patches
+    from pri.core.vit import num_patches
 
     n, depth = num_patches(teacher.model), len(teacher.model.blocks)
     if not -depth <= args.score_layer < depth:

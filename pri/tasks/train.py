@@ -8,8 +8,8 @@ import math
 
 import torch
 
-from .errors import PriError
-from .io import progress as progress_bar
+from pri.core.runtime import progress as progress_bar
+from pri.errors import PriError
 
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
@@ -47,11 +47,6 @@ def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
         g["lr"] = lr
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 @torch.no_grad()
 def evaluate(model, images, labels, num_classes: int, img_size: int, mean, std, device, batch: int = 512,
              amp: bool = False, workers: int = 0, progress: bool = False, forward=None) -> dict:
@@ -61,7 +56,7 @@ def evaluate(model, images, labels, num_classes: int, img_size: int, mean, std, 
 
     ``forward(x) -> logits`` replaces ``model(x)`` (e.g. a fake-quantised forward); images are
     resized to ``img_size`` and normalised with ``mean``/``std`` per batch."""
-    from .data import batches, prepare
+    from pri.files.data import batches, prepare
 
     was_training = model.training
     model.eval()

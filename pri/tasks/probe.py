@@ -46,7 +46,7 @@ def build_backbone(img_size: int, patch: int, in_chans: int, cfg: dict = DEFAULT
 
 
 def backbone_record(model, cfg: dict = DEFAULTS) -> dict:
-    from .io import weights_sha256
+    from pri.core.runtime import weights_sha256
 
     keys = ("embed_dim", "depth", "num_heads", "pos_std", "backbone_seed")
     return {"kind": "fixed random ViT, frozen", **{k: cfg[k] for k in keys},
@@ -61,7 +61,7 @@ def feature_dim(model) -> int:
 @torch.no_grad()
 def features(model, x: torch.Tensor, masks: torch.Tensor | None, batch: int = 500) -> torch.Tensor:
     """Features [B, F] of normalised images ``x`` on their masked patches (``masks`` None: all)."""
-    from .vit import padded_index, sparse_forward
+    from pri.core.vit import padded_index, sparse_forward
 
     out = []
     for i in range(0, len(x), batch):
@@ -169,7 +169,7 @@ def cached(key: tuple, make):
 @torch.no_grad()
 def dense_logits(model, x: torch.Tensor, img: int, mean, std, device, batch: int) -> torch.Tensor:
     """``model``'s logits (or features, for a headless backbone) on real images in [0, 1]."""
-    from .data import prepare
+    from pri.files.data import prepare
 
     return torch.cat([model(prepare(x[i:i + batch].to(device), img, mean, std)).float().cpu()
                       for i in range(0, len(x), batch)])
@@ -177,8 +177,8 @@ def dense_logits(model, x: torch.Tensor, img: int, mean, std, device, batch: int
 
 def real_features(backbone, teacher, x: torch.Tensor, sha: str, device, batch: int) -> torch.Tensor:
     """The backbone's features of real images in [0, 1], cached by the images' sha256."""
-    from .data import prepare
-    from .io import weights_sha256
+    from pri.core.runtime import weights_sha256
+    from pri.files.data import prepare
 
     img = int(teacher.model.patch_embed.img_size[0])
     return cached(("features", weights_sha256(backbone), sha, len(x), img, tuple(teacher.mean), tuple(teacher.std)),
@@ -189,7 +189,7 @@ def real_features(backbone, teacher, x: torch.Tensor, sha: str, device, batch: i
 
 def teacher_real_logits(teacher, x: torch.Tensor, sha: str, device, batch: int) -> torch.Tensor:
     """The teacher's logits on real images in [0, 1], cached by the images' sha256."""
-    from .io import weights_sha256
+    from pri.core.runtime import weights_sha256
 
     img = int(teacher.model.patch_embed.img_size[0])
     key = ("teacher", teacher.provenance.get("weights_sha256") or weights_sha256(teacher.model), sha, len(x))
@@ -200,7 +200,7 @@ def training_rows(backbone, teacher, syn, aug, table, device, batch: int, logits
     """Features and teacher logits of every (synthetic image, augmentation): the head's training set.
 
     ``table`` [M, A, K]: the teacher's logits when already computed, else ``logits_of(images, masks)``."""
-    from .distill import normalise
+    from pri.files.data import normalise
 
     combos = range(len(aug)) if aug is not None else [None]
     feats, targets = [], []
@@ -218,8 +218,8 @@ def verdict_student(args, teacher, syn, aug, table, real: dict, device, logits_o
     """Fit ``args.probe_runs`` heads (different random starts) on the pool; score them on real images.
 
     ``real``: {"test": (x, y, sha256), "val": (x, y, sha256) or absent}."""
-    from .io import derive_seed
-    from .vit import patch_size
+    from pri.core.runtime import derive_seed
+    from pri.core.vit import patch_size
 
     m = teacher.model
     backbone = build_backbone(int(m.patch_embed.img_size[0]), patch_size(m), int(m.patch_embed.proj.in_channels))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import yaml
 
-from .checks import range_error, schema_bounds
+from pri.checks import range_error, schema_bounds
 
 _BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 _TYPES = {"integer": int, "number": (int, float), "boolean": bool, "null": type(None)}

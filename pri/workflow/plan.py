@@ -17,10 +17,11 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from .errors import PriError
-from .io import derive_seed
-from .layout import paths
-from .schedules import Spec
+from pri.cli import batch_argv
+from pri.core.runtime import derive_seed
+from pri.core.schedules import Spec
+from pri.errors import PriError
+from pri.workflow.layout import paths
 
 TASKS = ("distill", "quantize")
 
@@ -103,7 +104,7 @@ class Plan:
         for tid in self.teachers:
             self._check_teacher_model(tid)
         if self.quant.get("enabled"):
-            from .quantize import settings_of
+            from pri.checks import settings_of
 
             keys = {"--w-bits": "quantize.w_bits", "--a-bits": "quantize.a_bits"}
             try:
@@ -113,8 +114,8 @@ class Plan:
         self._check_sizes()
 
     def _check_sizes(self) -> None:
-        from . import checks
-        from .models import known_model
+        from pri import checks
+        from pri.files.models import known_model
 
         checks.fits_memory(int(self.inv["images"]), "inversion.images", fix="(or raise inversion.batches)")
         checks.iterations(int(self.inv["iterations"]), "inversion.iterations")
@@ -138,8 +139,8 @@ class Plan:
                          img_size=self.eff.get("img_size"))
 
     def _check_teacher_model(self, tid: str) -> None:
-        from .data import dataset_info
-        from .models import known_model
+        from pri.files.data import dataset_info
+        from pri.files.models import known_model
 
         t, key = self.teachers[tid], f"teachers.{tid}"
         if not known_model(t["model"]):
@@ -155,7 +156,7 @@ class Plan:
 
     def _check_student_grid(self, tid: str, d) -> None:
         """The pools' masks name patches of the teacher's grid: the student must cut the same grid."""
-        from .models import known_model, native_img_size
+        from pri.files.models import known_model, native_img_size
 
         t, student = self.teachers[tid], self.student_of(tid)[0]
         key = f"teachers.{tid}.student" if t.get("student") else "distill.student"
@@ -190,7 +191,7 @@ class Plan:
                 ck_key)
 
     def _check_efficiency(self) -> None:
-        from .models import known_model
+        from pri.files.models import known_model
 
         if not self.eff["enabled"]:
             return
@@ -201,7 +202,7 @@ class Plan:
         for key in ("tags", "time_tags"):
             for i, t in enumerate(self.eff.get(key) or []):
                 Spec.parse(t, f"efficiency.{key}.{i}")
-        from .cost import dims_of
+        from pri.measure.cost import dims_of
 
         for i, m in enumerate(self.eff.get("time_models") or []):
             if m not in self.eff["models"]:
@@ -224,8 +225,8 @@ class Plan:
                                        f"{tag} on {model} ({n} patches, T = {T}, {batch} images): {e.message}") from e
 
     def _missing_for_teacher(self, tid: str, t: dict) -> list[Missing]:
-        from .data import check_dataset
-        from .models import HUB, SMALL_VITS, known_model
+        from pri.files.data import check_dataset
+        from pri.files.models import HUB, SMALL_VITS, known_model
 
         key = f"teachers.{tid}"
         out = []
@@ -281,7 +282,7 @@ class Plan:
 
     # ---------------------------------------------------------------------------------- sweeps
     def _dims(self, tid):
-        from .cost import dims_of
+        from pri.measure.cost import dims_of
 
         t = self.teachers[tid]
         return dims_of(t["model"], img_size=t.get("img_size"), num_classes=t.get("num_classes"))
@@ -368,7 +369,7 @@ class Plan:
         return len(self.classes_of(tid) or range(self.num_classes(tid)))
 
     def num_classes(self, tid: str) -> int:
-        from .data import dataset_info
+        from pri.files.data import dataset_info
 
         t = self.teachers[tid]
         return int(t.get("num_classes") or dataset_info(t["dataset"])["num_classes"])
@@ -380,12 +381,12 @@ class Plan:
 
     def _check_balance(self, tid: str, tags, n: int, batches: int, key: str, every_class: bool) -> None:
         """``n`` images of each of ``tags``'s pools of a seed, the same class histogram for every tag in
-        whole trajectories (pri.pool.class_histogram): ``n`` is a whole number of units (and, with
+        whole trajectories (pri.files.pool.class_histogram): ``n`` is a whole number of units (and, with
         ``every_class``, the same count for every class), and every tag inverts enough of each class."""
         K, u = self.inverted_classes(tid), self.balance_unit(tid, tags)
         step = K * u if every_class else u
         if n % step:
-            from .pool import nearest_multiples
+            from pri.files.pool import nearest_multiples
 
             why = (f"{K} classes x {u} images" if every_class else f"{u} images") + \
                 f" ({u}: the least common multiple of the images per trajectory of {', '.join(tags)})"
@@ -426,7 +427,7 @@ class Plan:
     def iso_images(self, tid: str, tag: str, budget: float) -> int:
         """Images ``tag`` inverts for the compute of ``budget`` DMI images (the cost model's MACs per
         image, score forwards included), rounded down to whole trajectories."""
-        from .cost import schedule_cost
+        from pri.measure.cost import schedule_cost
 
         d, T = self._dims(tid), int(self.inv["iterations"])
         per = {t: schedule_cost(d, Spec.parse(t).build(d.num_patches, T, self._options(t)), T)["total"]
@@ -637,9 +638,9 @@ def cli_options(section: dict, keys) -> list:
 
 
 def _config_dims(name: str, keys: dict, img_size=None, num_classes=None):
-    """pri.cost.dims_of with errors named by config keys (``keys``: a command's option -> the key; the
+    """pri.measure.cost.dims_of with errors named by config keys (``keys``: a command's option -> the key; the
     rest name keys["--model"]); a model that is not a ViT says so before any size is tried."""
-    from .cost import dims_of
+    from pri.measure.cost import dims_of
 
     try:
         try:
@@ -666,7 +667,7 @@ def _num(x: float) -> str:
 def _hub_missing(key: str, model: str) -> list[tuple[str, str]]:
     """'hub' weights: fetched now, when the workflow is planned (on the submitting machine, so
     compute nodes without a network find them in the hub cache), or found in that cache."""
-    from .models import hub_checkpoint
+    from pri.files.models import hub_checkpoint
 
     try:
         hub_checkpoint(model, key)
@@ -674,13 +675,3 @@ def _hub_missing(key: str, model: str) -> list[tuple[str, str]]:
         return [(key, e.message)]
     return []
 
-
-BATCH_SEP = "::"
-
-
-def batch_argv(commands: list[list]) -> list[str]:
-    """Arguments of ``pri batch``: several pri commands run one after the other in one process."""
-    out = []
-    for i, c in enumerate(commands):
-        out += ([BATCH_SEP] if i else []) + [str(a) for a in c]
-    return out

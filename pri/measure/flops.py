@@ -7,7 +7,7 @@ counts the attention matmuls as 0: :func:`sdpa_flop_jit` supplies one (``Q K^T``
 
 The sparse forward is counted once per distinct active count (a module taking the patch index
 tensor as an input), and the counts are integrated over a schedule exactly as the analytic
-model in pri/cost.py does (same step factor, same score forwards), so the two can be compared
+model in pri/measure/cost.py does (same step factor, same score forwards), so the two can be compared
 group by group: ``patch_embed``, ``attn_proj``, ``attn_matmul``, ``mlp``, ``head`` and ``other``
 (LayerNorm at fvcore's 5 MACs per element). Operators fvcore does not count (GELU, softmax,
 adds, ...) are recorded in ``skipped``; fvcore's own warnings about them are silenced.
@@ -24,9 +24,9 @@ from collections import Counter
 import torch
 from torch import nn
 
-from .cost import COMPARED, GROUPS, integrate, schedule_profile, step_factors
-from .schedules import Schedule
-from .vit import num_patches, sparse_forward
+from pri.core.schedules import Schedule
+from pri.core.vit import num_patches, sparse_forward
+from pri.measure.cost import COMPARED, GROUPS, integrate, schedule_profile, step_factors
 
 SDPA_OP = "aten::scaled_dot_product_attention"
 _MATMUL_OPS = {"scaled_dot_product_attention", "matmul", "bmm", "einsum", "baddbmm"}
