@@ -102,7 +102,7 @@ def main(argv=None) -> int:
         atomic_write_text(os.path.join(a.out, f"{name}_tidy.csv"),
                           collect.without_measured(d[name].drop(columns=["correct"], errors="ignore")).to_csv(index=False))
     rows = C.accuracy_claims(d["differences"], d["teachers"], ccfg, missing)
-    rows += C.efficiency_claims(d["flops"], d["times"], d["theorem1"], ccfg, enabled=bool(a.efficiency))
+    rows += C.efficiency_claims(d["flops"], d["times"], d["speeds"], d["theorem1"], ccfg, enabled=bool(a.efficiency))
     claims = C.table(rows)
     atomic_write_text(os.path.join(a.out, "claims.csv"), claims.to_csv(index=False))
     write_tables(d, claims, missing, why, a.out)

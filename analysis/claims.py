@@ -14,7 +14,7 @@ import math
 
 import pandas as pd
 
-from .collect import Comparison
+from .collect import SPEED_TARGETS, Comparison
 from .stats import (CONTROL_FAILED, CONTROL_PASSED, INCONCLUSIVE, LEVEL, NOT_RUN, NOT_SUPPORTED, NOT_TESTABLE,
                     SUPPORTED, Region, above, at_least, at_level, bonferroni, combine, part_verdict, verdict, within)
 
@@ -251,10 +251,11 @@ def _with_claim_verdicts(rows: list[dict]) -> list[dict]:
     return rows
 
 
-def efficiency_claims(flops: pd.DataFrame, times: pd.DataFrame, theorem: pd.DataFrame, cfg: dict,
-                      enabled: bool) -> list[dict]:
+def efficiency_claims(flops: pd.DataFrame, times: pd.DataFrame, speeds: pd.DataFrame, theorem: pd.DataFrame,
+                      cfg: dict, enabled: bool) -> list[dict]:
+    """Claims 1, 2a, 2b and 8 from collect's efficiency tables (``speeds``: collect.speed_table)."""
     level = float(cfg.get("level", LEVEL))
-    rows = speed_claim(flops, times, cfg, enabled)
+    rows = speed_claim(flops, times, speeds, cfg, enabled)
     rows += _ordering_claim("2a", flops, "fvcore_macs_per_image", 1e9, "GMAC", 0.0, enabled,
                             "paper scale, fvcore MACs per generated image (a deterministic count)")
     gpu = times[times["device"].astype(str).map(_on_gpu)] if not times.empty and "device" in times else pd.DataFrame()
@@ -270,33 +271,22 @@ def _on_gpu(device: str) -> bool:
     return any(x in str(device).lower() for x in ("cuda", "nvidia", "h100", "h200", "a100", "gpu"))
 
 
-def _speed(a_samples, b_samples, level) -> tuple:
-    """b's time over a's (a's speed-up over b) with its interval at ``level`` (Welch t on log times)."""
-    import json
-
-    from .collect import _welch_log_interval
-
-    return _welch_log_interval(json.loads(b_samples), json.loads(a_samples), level)
-
-
-SPEED_TARGETS = (("dmi", 10.0), ("smi_default", 2.0))
-
-
-def speed_claim(flops: pd.DataFrame, times: pd.DataFrame, cfg: dict, enabled: bool) -> list[dict]:
+def speed_claim(flops: pd.DataFrame, times: pd.DataFrame, speeds: pd.DataFrame, cfg: dict,
+                enabled: bool) -> list[dict]:
     """Claim 1, a best case ("up to 10x faster than DMI and 2x than SMI"), in two sub-claims (vs
     DMI, vs SMI's default), each over the timed models (per model and precision, PRI at its
-    largest v): supported when the best model's interval at 1 - alpha/m (m timed models: the best
-    is chosen from the data) lies in the region; not supported when every model's interval at
-    1 - alpha/2 (two sub-claims) lies below it; inconclusive otherwise. Every model's row stays."""
-    tol, level = float(cfg.get("speed_tolerance", 0.1)), float(cfg.get("level", LEVEL))
+    largest v; collect.speed_table computes the speed-ups and intervals): supported when the best
+    model's interval at 1 - alpha/m (m timed models: the best is chosen from the data) lies in the
+    region; not supported when every model's interval at 1 - alpha/2 (two sub-claims) lies below
+    it; inconclusive otherwise. Every model's row stays."""
+    tol = float(cfg.get("speed_tolerance", 0.1))
     if times.empty:
         return _not_run("1", "efficiency track not run" if not enabled else "no timing results",
                         NOT_RUN if not enabled else INCONCLUSIVE)
     rows, subs = [], {}
     for ref, target in SPEED_TARGETS:
-        group = [(model, dtype, g) for (model, dtype), g in times.groupby(["model", "dtype"], dropna=False)
-                 if not g[g.method == "pri"].empty and ref in set(g.tag)]
-        mine = [_speed_row(model, dtype, g, ref, target, tol, level, len(group), flops) for model, dtype, g in group]
+        mine = [_speed_row(s, times[(times.model == s["model"]) & _same(times.dtype, s["dtype"])], target, tol, flops)
+                for s in ([] if speeds.empty else speeds[speeds.ref == ref].to_dict("records"))]
         subs[ref] = _best_case(mine, at_least(target * (1 - tol)))
         rows += mine
     if not rows:
@@ -306,6 +296,11 @@ def speed_claim(flops: pd.DataFrame, times: pd.DataFrame, cfg: dict, enabled: bo
         r["claim_verdict"] = overall
         r["our_value"] += f"; sub-claim vs {r['part'].rsplit(' vs ', 1)[1]}: {subs[r['part'].rsplit(' vs ', 1)[1]]}"
     return rows
+
+
+def _same(column: pd.Series, value) -> pd.Series:
+    """Rows of ``column`` equal to ``value``, a missing value matching a missing one."""
+    return column.isna() if pd.isna(value) else column == value
 
 
 def _best_case(rows: list[dict], region: Region) -> str | None:
@@ -322,18 +317,17 @@ def _best_case(rows: list[dict], region: Region) -> str | None:
     return INCONCLUSIVE
 
 
-def _speed_row(model, dtype, g, ref, target, tol, level, m, flops) -> dict:
-    """One model's speed-up of PRI (largest v) over ``ref``, with the cost model's ideal as the
+def _speed_row(s: dict, g: pd.DataFrame, target: float, tol: float, flops: pd.DataFrame) -> dict:
+    """One model's speed-up of PRI (largest v) over the reference (``s``: a row of
+    collect.speed_table; ``g``: the model's timing rows), with the cost model's ideal as the
     guard: far above it (lower end above ideal x (1 + tol)) is a measurement error, far below it
     (upper end below ideal x (1 - tol)) is overhead the cost model does not count; either keeps
     the row from supporting. Stage times not monotone in the active tokens put the timing itself
     in doubt: the row decides nothing either way."""
-    pri = g[g.method == "pri"]
-    p, r_ = pri.loc[pri.v.idxmax()], g[g.tag == ref].iloc[0]
-    speed, lo, hi = _speed(p.seconds_samples, r_.seconds_samples, level)
-    level_k, level_m = bonferroni(level, 2), bonferroni(level, m)
-    _, lo_k, hi_k = _speed(p.seconds_samples, r_.seconds_samples, level_k)
-    _, lo_m, hi_m = _speed(p.seconds_samples, r_.seconds_samples, level_m)
+    model, dtype, ref, level, m = s["model"], s["dtype"], s["ref"], s["level"], s["m"]
+    p = g[g.tag == s["tag"]].iloc[0]
+    speed, lo, hi, lo_k, hi_k, lo_m, hi_m = (s[k] for k in ("speedup", "lo", "hi", "lo_k", "hi_k", "lo_m", "hi_m"))
+    level_k, level_m = s["level_k"], s["level_m"]
     ideal = _ideal_ratio(flops, model, ref, p.tag)
     if ref == "dmi" and not flops.empty and "ideal_speedup" in flops:  # collect's speed-up over DMI
         col = flops[(flops.model == model) & (flops.tag == p.tag)]["ideal_speedup"]
@@ -404,10 +398,10 @@ def _theorem_claims(theorem: pd.DataFrame, enabled: bool, level: float = LEVEL) 
 
 def _theorem_time_row(t: dict, k: int, level: float) -> dict:
     region = Region(hi=1.0, hi_open=True) if t["predicted_holds"] else Region(lo=1.0)
-    level_k = bonferroni(level, k)
+    level_k = t["level_k"]  # 1 - alpha/k over the k timed rows (collect.theorem_time)
     # PRI's time over SMI*'s: SMI*'s "speed-up" over PRI
-    est, lo, hi = _speed(t["samples_b"], t["samples_a"], level)
-    _, lo_k, hi_k = _speed(t["samples_b"], t["samples_a"], level_k)
+    est, lo, hi, lo_k, hi_k = (t[k] for k in ("measured", "measured_lo", "measured_hi", "measured_lo_k",
+                                              "measured_hi_k"))
     v = part_verdict(lo, hi, lo_k, hi_k, region)
     hw = "GPU" if _on_gpu(t.get("device")) else "CPU"
     ours = (f"PRI/SMI* time per image {est:.3f}, {level:.0%} interval [{lo:.3f}, {hi:.3f}] over {int(t['repeats'])} timing "

@@ -131,7 +131,8 @@ class Interval:
 
 
 def t_interval(diffs, level: float = LEVEL) -> Interval:
-    """Mean of paired differences with its Student-t interval; fewer than two: an infinite interval."""
+    """Mean of paired differences with its Student-t interval (scipy's one-sample t test); fewer
+    than two: an infinite interval."""
     from scipy import stats
 
     d = np.asarray([x for x in diffs if x is not None and not math.isnan(x)], dtype=np.float64)
@@ -142,8 +143,26 @@ def t_interval(diffs, level: float = LEVEL) -> Interval:
     if n < 2:
         return Interval(mean, -math.inf, math.inf, n, level, "t (paired by seed)")
     sd = float(d.std(ddof=1))
-    h = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
-    return Interval(mean, mean - h, mean + h, n, level, "t (paired by seed)", sd, sd / math.sqrt(n), n - 1)
+    if sd == 0:  # every difference the same: the interval is the point (scipy returns NaN)
+        return Interval(mean, mean, mean, n, level, "t (paired by seed)", 0.0, 0.0, n - 1)
+    ci = stats.ttest_1samp(d, 0.0).confidence_interval(level)
+    return Interval(mean, float(ci.low), float(ci.high), n, level, "t (paired by seed)", sd, sd / math.sqrt(n), n - 1)
+
+
+def log_ratio_interval(a, b, level: float = LEVEL) -> tuple[float, float, float]:
+    """exp(mean log a - mean log b), a ratio of times, with its interval at ``level`` from Welch's t
+    on the logs (scipy's ttest_ind with unequal variances); fewer than two samples on a side: NaN
+    ends; no spread: the point itself."""
+    from scipy import stats
+
+    la, lb = np.log(np.asarray(a, float)), np.log(np.asarray(b, float))
+    est = float(np.exp(la.mean() - lb.mean()))
+    if len(la) < 2 or len(lb) < 2:
+        return est, math.nan, math.nan
+    if la.var(ddof=1) + lb.var(ddof=1) == 0:
+        return est, est, est
+    ci = stats.ttest_ind(la, lb, equal_var=False).confidence_interval(level)
+    return est, float(math.exp(ci.low)), float(math.exp(ci.high))
 
 
 def at_level(mean: float, se: float, df: float, level: float) -> tuple[float, float]:

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from analysis import claims as C
-from analysis import collect, plots
+from analysis import collect, plots, stats
 from analysis.collect import Comparison, describe
 
 TEACHERS = pd.DataFrame([{"teacher": "t", "model": "vit", "dataset": "fashion_mnist", "top1_pct": 90.0}])
@@ -292,12 +292,12 @@ def test_speedups_with_intervals_and_the_measurement_error_rule(tmp_path):
     t = times.set_index("tag")
     assert t.loc["pri_v7", "measured_speedup"] == pytest.approx(12.5, rel=0.01)
     assert t.loc["pri_v7", "speedup_lo"] < 12.5 < t.loc["pri_v7", "speedup_hi"]
-    rows = C.efficiency_claims(flops, times, pd.DataFrame(), {"speed_tolerance": 0.1}, enabled=True)
+    rows = C.efficiency_claims(flops, times, collect.speed_table(times, 0.95), pd.DataFrame(), {"speed_tolerance": 0.1}, enabled=True)
     one = {r["part"].split(": ")[1]: r for r in rows if r["claim_id"] == "1"}
     assert one["pri_v7 vs dmi"]["verdict"] == "supported" and one["pri_v7 vs smi_default"]["verdict"] == "supported"
     # measured far above the cost model's ideal: a measurement error, not support
     flops.loc[flops.tag == "pri_v7", "ideal_speedup"] = 6.0
-    rows = C.efficiency_claims(flops, times, pd.DataFrame(), {"speed_tolerance": 0.1}, enabled=True)
+    rows = C.efficiency_claims(flops, times, collect.speed_table(times, 0.95), pd.DataFrame(), {"speed_tolerance": 0.1}, enabled=True)
     r = [r for r in rows if r["claim_id"] == "1" and r["part"].endswith("vs dmi")][0]
     assert r["verdict"] == "inconclusive" and "measurement error" in r["our_value"]
 
@@ -347,7 +347,7 @@ def test_claims_carry_their_region_as_numbers():
     assert np.isnan(by["4a"].region_lo) and by["4a"].verdict == "not run"  # not run: no region to draw
     # the speed-up and Theorem 1 claims too, in their own units
     flops, times, theorem = _eff_tables()
-    eff = C.table(C.efficiency_claims(flops, times, theorem, {"speed_tolerance": 0.1}, enabled=True))
+    eff = C.table(C.efficiency_claims(flops, times, collect.speed_table(times, 0.95), theorem, {"speed_tolerance": 0.1}, enabled=True))
     one = eff[eff.claim_id == "1"].set_index("part")
     assert one.loc["m fp32: pri_v7 vs dmi", "region_lo"] == pytest.approx(9.0) and one.unit.eq("x").all()
     assert one.loc["m fp32: pri_v7 vs smi_default", "region_lo"] == pytest.approx(1.8)
@@ -355,7 +355,7 @@ def test_claims_carry_their_region_as_numbers():
     th = pd.DataFrame([{"model": "m", "v": 4, "part": p, "n_over_d": 0.5, "bound": None, "closed_form": 0.6,
                         "cost_model": 0.62, "fvcore": f, "predicted": "", "predicted_holds": True}
                        for p, f in (("mlp", 0.61), ("attention", 1.2))])
-    eight = C.table(C.efficiency_claims(flops, times, th, {}, enabled=True))
+    eight = C.table(C.efficiency_claims(flops, times, collect.speed_table(times, 0.95), th, {}, enabled=True))
     eight = eight[eight.claim_id == "8"].set_index("part")
     mlp = eight.loc["mlp MACs (check)"]
     assert mlp.mean_difference == mlp.ci_lo == 0.61 and mlp.role == "check"
@@ -374,7 +374,7 @@ def _eff_tables():
     samples = {"dmi": [10.0, 10.2, 9.8], "smi_default": [3.0, 3.1, 2.9], "pri_v7": [0.8, 0.81, 0.79]}
     times = []
     for t, s in samples.items():
-        est, lo, hi = collect._welch_log_interval(samples["dmi"], s, 0.95)
+        est, lo, hi = stats.log_ratio_interval(samples["dmi"], s, 0.95)
         times.append({"model": "m", "tag": t, "method": rows.set_index("tag").loc[t, "method"],
                       "v": 7 if t == "pri_v7" else None, "dtype": "fp32", "mode": "stage-sampled", "device": "cpu",
                       "iterations": 4000, "batch": 8, "repeats": 3, "seconds_samples": json.dumps(s),
@@ -387,7 +387,7 @@ def test_verdict_table_names_every_claim_with_its_numbers():
     scale, n, estimate, interval, region and verdict; a claim that did not run says why."""
     rows, _ = _claims(_acc({"dmi": [60, 61, 62], "pri_v4": [58, 60, 61], "smi_v4": [55, 57, 56]}))
     flops, times, theorem = _eff_tables()
-    rows += C.efficiency_claims(flops, times, theorem, {"speed_tolerance": 0.1}, enabled=True)
+    rows += C.efficiency_claims(flops, times, collect.speed_table(times, 0.95), theorem, {"speed_tolerance": 0.1}, enabled=True)
     v = C.summary(C.table(rows))
     assert set(C.CLAIMS) == set(v.claim)
     assert list(v.columns) == ["claim", "claim_verdict", "statement", "part", "scale", "n", "estimate", "interval",
@@ -568,7 +568,7 @@ def _speed_samples(speed_dmi, speed_smi, jitter=(1.0, 1.01, 0.99, 1.005, 0.995))
 
 
 def _one(times, flops=pd.DataFrame()):
-    rows = [r for r in C.efficiency_claims(flops, times, pd.DataFrame(), {"speed_tolerance": 0.1}, enabled=True)
+    rows = [r for r in C.efficiency_claims(flops, times, collect.speed_table(times, 0.95), pd.DataFrame(), {"speed_tolerance": 0.1}, enabled=True)
             if r["claim_id"] == "1"]
     return rows, rows[0]["claim_verdict"]
 
@@ -637,7 +637,7 @@ def test_claim_8_is_decided_by_measured_time_against_the_closed_form():
                         "cost_model": 0.7, "fvcore": 0.7, "predicted": "< 1", "predicted_holds": True}
                        for v in (2, 7) for p in ("mlp", "attention")])
     th = pd.concat([th, collect.theorem_time(times, flops, th, 0.95)], ignore_index=True)
-    rows = [r for r in C.efficiency_claims(flops, times, th, {}, enabled=True) if r["claim_id"] == "8"]
+    rows = [r for r in C.efficiency_claims(flops, times, collect.speed_table(times, 0.95), th, {}, enabled=True) if r["claim_id"] == "8"]
     timed = [r for r in rows if r["part"] == "time (measured)"]
     assert len(timed) == 2 and all(r["verdict"] == "supported" and r["parts"] == 2 for r in timed)
     assert timed[0]["mean_difference"] == pytest.approx(0.86, rel=0.01) and rows[0]["claim_verdict"] == "supported"
@@ -645,10 +645,10 @@ def test_claim_8_is_decided_by_measured_time_against_the_closed_form():
     # PRI measured slower than SMI* where the closed form predicts faster: not supported
     slow = _times({"m": {**samples, "pri_v7": [1.3 * j for j in jit]}})
     th2 = pd.concat([th[th.part != "time (measured)"], collect.theorem_time(slow, flops, th, 0.95)], ignore_index=True)
-    rows = [r for r in C.efficiency_claims(flops, slow, th2, {}, enabled=True) if r["claim_id"] == "8"]
+    rows = [r for r in C.efficiency_claims(flops, slow, collect.speed_table(slow, 0.95), th2, {}, enabled=True) if r["claim_id"] == "8"]
     assert rows[0]["claim_verdict"] == "not supported"
     # ... unless the stage times are not monotone in the active tokens: then no verdict either way
     bad = _times({"m": {**samples, "pri_v7": [1.3 * j for j in jit]}}, monotone=False)
     th3 = pd.concat([th[th.part != "time (measured)"], collect.theorem_time(bad, flops, th, 0.95)], ignore_index=True)
-    rows = [r for r in C.efficiency_claims(flops, bad, th3, {}, enabled=True) if r["claim_id"] == "8"]
+    rows = [r for r in C.efficiency_claims(flops, bad, collect.speed_table(bad, 0.95), th3, {}, enabled=True) if r["claim_id"] == "8"]
     assert rows[0]["claim_verdict"] == "inconclusive" and "not monotone" in rows[0]["our_value"]

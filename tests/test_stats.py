@@ -7,7 +7,7 @@ import pytest
 from scipy import stats as st
 
 from analysis.stats import (INCONCLUSIVE, NOT_RUN, NOT_SUPPORTED, SUPPORTED, Region, above, at_least, combine,
-                            hierarchical_bootstrap, t_interval, verdict, within)
+                            hierarchical_bootstrap, log_ratio_interval, t_interval, verdict, within)
 
 
 @pytest.mark.parametrize("region,interval,expected", [
@@ -70,6 +70,22 @@ def test_t_interval_is_students():
     assert one.n == 1 and math.isinf(one.lo) and math.isinf(one.hi)
     assert t_interval([], 0.95).n == 0
     assert t_interval(d, 0.99).half_width > iv.half_width
+
+
+def test_log_ratio_interval_is_welchs_on_log_times():
+    """A ratio of times: Welch's t on the logs (the textbook formula), at the level asked for; no
+    spread gives the point, one sample a side no interval."""
+    a, b = [0.8, 0.81, 0.79, 0.82], [10.0, 10.4, 9.7]
+    la, lb = np.log(a), np.log(b)
+    va, vb = la.var(ddof=1) / len(a), lb.var(ddof=1) / len(b)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    for level in (0.9, 0.95, 0.99):
+        h = st.t.ppf(0.5 + level / 2, df) * math.sqrt(va + vb)
+        est, lo, hi = log_ratio_interval(a, b, level)
+        assert est == pytest.approx(math.exp(la.mean() - lb.mean()))
+        assert (lo, hi) == pytest.approx((math.exp(la.mean() - lb.mean() - h), math.exp(la.mean() - lb.mean() + h)))
+    assert log_ratio_interval([2.0, 2.0], [1.0, 1.0], 0.95) == (2.0, 2.0, 2.0)
+    assert all(math.isnan(x) for x in log_ratio_interval([2.0], [1.0, 1.1], 0.95)[1:])
 
 
 def test_hierarchical_bootstrap_covers_a_known_difference_and_is_deterministic():
