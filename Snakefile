@@ -5,7 +5,7 @@
 #   snakemake --report report.html                                     the report of a finished run
 import os
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -16,14 +16,12 @@ if "teachers" not in config:
     configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
-from pri.workflow.config import config_errors
+from pri.workflow.config import ConfigError, checked
 
-_problems = config_errors(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
-if _problems:
-    raise WorkflowError("invalid configuration, nothing was run:\n  " + "\n  ".join(_problems))
-
-
-validate(config, "workflow/schemas/config.schema.yaml")  # fills in the documented defaults
+try:  # the schema's checks (one line per problem, naming the key) and its documented defaults
+    checked(config, os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml"))
+except ConfigError as e:
+    raise WorkflowError(e.message)
 
 
 include: "workflow/rules/common.smk"

@@ -24,7 +24,6 @@ import math
 import os
 import sys
 
-import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -90,13 +89,10 @@ QUANT_OVER_FP = 1.5  # a fake-quant evaluation costs about 1.5x a float one (mea
 
 
 def read_config(path: str) -> dict:
-    """A workflow config with the schema's defaults filled in, as Snakemake reads it."""
-    from snakemake.utils import validate
+    """A workflow config checked and filled with the schema's defaults, as the Snakefile reads it."""
+    from pri.workflow.config import read
 
-    with open(path) as f:
-        cfg = yaml.safe_load(f)
-    validate(cfg, os.path.join(HERE, "..", "workflow", "schemas", "config.schema.yaml"))
-    return cfg
+    return read(path)
 
 
 class TrainSteps(dict):

@@ -3,7 +3,6 @@ key: NaN, infinities and out-of-range numbers (the schema, with pri.checks, as t
 options are), keys that must agree with each other (the plan), values that would become options of
 a command or split ``pri batch``'s command list, and the strings Snakemake's ``--config`` yields
 (README: "What bad input gets")."""
-import copy
 import os
 import subprocess
 import sys
@@ -24,12 +23,9 @@ NAN, INF = float("nan"), float("inf")
 
 def planned(**changes) -> Plan:
     """The plan of config/test.yaml with dotted keys changed, the schema's defaults filled in."""
-    from snakemake.utils import validate
+    from pri.workflow.config import checked
 
-    cfg = config_dict("test.yaml", **changes)
-    assert config_errors(copy.deepcopy(cfg), SCHEMA) == []
-    validate(cfg, SCHEMA)
-    return Plan(cfg)
+    return Plan(checked(config_dict("test.yaml", **changes), SCHEMA))
 
 
 @pytest.mark.parametrize("change,key,needle", [
@@ -168,3 +164,26 @@ def test_analysis_options_that_are_not_json_are_one_line(option, value, needle, 
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("python -m analysis: error: ") and needle in lines[0], lines
     assert not os.path.exists(out)
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "fmnist-long.yaml", "paper.yaml", "test.yaml"])
+def test_checked_fills_the_defaults_snakemake_would(name):
+    """One pass (pri.workflow.config.checked) checks and fills in the schema's defaults for the
+    Snakefile, the tests and the benchmarks: the same config Snakemake's own validate gives."""
+    from snakemake.utils import validate
+
+    from pri.workflow.config import checked
+
+    ours, theirs = config_dict(name), config_dict(name)
+    validate(theirs, SCHEMA)
+    assert checked(ours, SCHEMA) == theirs
+    assert ours["claims"]["level"] == 0.95 and "delta_top1" in ours["claims"]  # a default was filled
+
+
+def test_checked_refuses_a_bad_config_naming_every_key():
+    from pri.workflow.config import ConfigError, checked
+
+    with pytest.raises(ConfigError) as e:
+        checked(config_dict("test.yaml", **{"inversion.iterations": 0, "distill.lr": float("nan")}), SCHEMA)
+    assert [p.split(":")[0] for p in e.value.problems] == ["config key distill.lr", "config key inversion.iterations"]
+    assert e.value.message.startswith("invalid configuration, nothing was run")

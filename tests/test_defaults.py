@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from pri.cli import build_parser
-from pri.workflow.plan import DISTILL_KEYS, TRAIN_KEYS
+from pri.workflow.jobs import DISTILL_KEYS, TRAIN_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from pri.workflow.estimate import Estimate, Rates, StepModel, invert_seconds, macs, workflow_resources
 
@@ -17,13 +16,10 @@ RATES = ROOT / "benchmarks" / "results" / "cpu" / "rates.json"
 
 
 def _plan(name: str):
-    from snakemake.utils import validate
-
+    from pri.workflow.config import read
     from pri.workflow.plan import Plan
 
-    cfg = yaml.safe_load((ROOT / "config" / name).read_text())
-    validate(cfg, str(ROOT / "workflow" / "schemas" / "config.schema.yaml"))
-    return Plan(cfg, check_inputs=False)
+    return Plan(read(str(ROOT / "config" / name)), check_inputs=False)
 
 
 def _flat_rates(overhead=0.01, rate=1e9) -> dict:

@@ -92,8 +92,15 @@ def test_preflight_checks_hub_weights(tmp_path):
                        timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout + r.stderr
-    assert "teachers.deit_tiny_cifar100.init_checkpoint" in out and f"could not get {HUB_ID}" in out, out
+    assert "teachers.deit_tiny_cifar100.init_checkpoint" in out and f"{HUB_ID} is not in the local hub cache" in out
+    assert "pri.workflow.preflight" in out and "--fetch-hub" in out  # planning only looks; it says how to fetch
     assert "teachers.deit_tiny_cifar100.student_checkpoint" in out
+    # asked to fetch (offline here): it tries the hub, and says it could not
+    pre = [sys.executable, "-m", "pri.workflow.preflight", "--configfile", str(path)]
+    r = subprocess.run(pre + ["--fetch-hub"], cwd=tmp_path, env=_offline_env(tmp_path / "cache"), capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 1 and f"could not get {HUB_ID}" in r.stdout, r.stdout + r.stderr
+    assert "config key teachers.deit_tiny_cifar100.init_checkpoint" in r.stdout and "Traceback" not in r.stderr
 
     import timm
 
@@ -105,6 +112,10 @@ def test_preflight_checks_hub_weights(tmp_path):
     assert "teachers.deit_tiny_cifar100.init_checkpoint" not in out  # found in the cache
     assert "teachers.deit_tiny_cifar100.data_root" in out  # the data is still missing
     assert "teachers.deit_small_cifar100.init_checkpoint" in out  # no DeiT-S weights in the cache
+    r = subprocess.run(pre, cwd=tmp_path, env=_offline_env(tmp_path / "cache"), capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 1 and "deit_tiny_cifar100.init_checkpoint" not in r.stdout, r.stdout + r.stderr
+    assert "config key teachers.deit_small_cifar100.init_checkpoint" in r.stdout
 
 
 def test_invert_takes_hub_weights_at_another_image_size(tmp_path):

@@ -10,19 +10,19 @@ from cli_helper import config_dict
 from pri.core.engine import assign_labels
 from pri.core.schedules import Spec
 from pri.errors import PriError
-from pri.workflow.plan import Plan, inversion_seed
+from pri.workflow.jobs import inversion_seed
+from pri.workflow.plan import Plan
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
 
 def config(name: str, **changes) -> dict:
-    """A config file with the schema's defaults filled in (as Snakemake's validate does)."""
-    from snakemake.utils import validate
+    """A config file with the schema's defaults filled in (pri.workflow.config.checked, as the
+    Snakefile reads it)."""
+    from pri.workflow.config import checked
 
-    cfg = config_dict(name, **changes)
-    validate(cfg, str(SCHEMA))
-    return cfg
+    return checked(config_dict(name, **changes), str(SCHEMA))
 
 
 def invert_jobs(plan: Plan):

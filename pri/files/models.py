@@ -242,10 +242,15 @@ def save_checkpoint(path: str, model: nn.Module, name: str, mean, std, provenanc
 HUB = "hub"  # the value of a checkpoint option that means: timm's pretrained weights from the hub
 
 
-def hub_checkpoint(model_name: str, option: str) -> tuple[str, str]:
+FETCH_HINT = ("fetch them into the hub cache with `python -m pri.workflow.preflight --configfile FILE --fetch-hub` "
+              "on a machine that reaches the hub, or give the file's path instead of 'hub'")
+
+
+def hub_checkpoint(model_name: str, option: str, fetch: bool = True) -> tuple[str, str]:
     """timm's default pretrained weights for ``model_name`` as a local file: downloaded from the
     Hugging Face hub, or found in the local hub cache (HF_HUB_CACHE / HF_HOME) when the machine is
-    offline. Returns (path, hub id); a clear error naming ``option`` otherwise."""
+    offline; ``fetch=False`` looks in the cache only. Returns (path, hub id); a clear error naming
+    ``option`` otherwise."""
     import timm
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError
@@ -259,12 +264,14 @@ def hub_checkpoint(model_name: str, option: str) -> tuple[str, str]:
     last: Exception | None = None
     for fname in names + ["model.safetensors", "pytorch_model.bin"]:
         try:
-            return hf_hub_download(hub_id, fname), hub_id
+            return hf_hub_download(hub_id, fname, local_files_only=not fetch), hub_id
         except EntryNotFoundError as e:  # not in this repository under this name: try the next
             last = e
         except Exception as e:  # noqa: BLE001 - offline, proxy, authentication: one clear message
             last = e
             break
+    if not fetch:
+        raise PriError(option, f"{hub_id} is not in the local hub cache: {FETCH_HINT}")
     first = str(last).strip().splitlines()[0][:200] if last is not None and str(last).strip() else ""
     raise PriError(option, f"could not get {hub_id} from the Hugging Face hub or its local cache "
                    f"({type(last).__name__}: {first}). Without a network, download the weights on another "

@@ -1,5 +1,6 @@
-"""Concise validation of a workflow config against its JSON schema: one line per error,
-each naming the config key (dotted path) and what is wrong with it.
+"""A workflow config checked against its JSON schema and filled with its documented defaults, in
+one pass (``checked``; ``read`` for a file) used by the Snakefile, the tests and the benchmarks:
+one line per error, each naming the config key (dotted path) and what is wrong with it.
 
 Numbers are checked by pri.checks, as the commands' options are: NaN and infinities are refused
 everywhere, an integer key takes no 50.0, and a range error reads as the option's would
@@ -8,9 +9,15 @@ null (what Snakemake's ``--config 'inversion={iterations: 50}'`` yields: its par
 inside braces as strings) are read as YAML first, in place."""
 from __future__ import annotations
 
+import copy
+import os
+
 import yaml
 
 from pri.checks import range_error, schema_bounds
+from pri.errors import PriError
+
+SCHEMA = os.path.join(os.path.dirname(__file__), "..", "..", "workflow", "schemas", "config.schema.yaml")
 
 _BOUNDS = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 _TYPES = {"integer": int, "number": (int, float), "boolean": bool, "null": type(None)}
@@ -93,3 +100,40 @@ def config_errors(config: dict, schema_path: str) -> list[str]:
         hint = f" - {desc.strip().splitlines()[0]}" if desc else ""
         out.append(f"config key {key}: {err.message}{hint}")
     return out
+
+
+class ConfigError(PriError):
+    """A config that breaks its schema: every problem, one line each, naming its key."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("config", "invalid configuration, nothing was run:\n  " + "\n  ".join(problems))
+
+
+def checked(config: dict, schema_path: str = SCHEMA) -> dict:
+    """``config`` checked (ConfigError listing every problem) and, in place, filled with the
+    schema's defaults wherever a key is absent (as Snakemake's ``validate`` fills them); returned."""
+    problems = config_errors(config, schema_path)
+    if problems:
+        raise ConfigError(problems)
+    with open(schema_path) as f:
+        schema = yaml.safe_load(f)
+    from jsonschema import validators
+
+    base = _validator_class()
+    properties = base.VALIDATORS["properties"]
+
+    def with_defaults(validator, props, instance, schema):
+        for key, sub in props.items():
+            if isinstance(instance, dict) and isinstance(sub, dict) and "default" in sub:
+                instance.setdefault(key, copy.deepcopy(sub["default"]))
+        yield from properties(validator, props, instance, schema)
+
+    validators.extend(base, {"properties": with_defaults})(schema).validate(config)
+    return config
+
+
+def read(path: str, schema_path: str = SCHEMA) -> dict:
+    """A config file, checked and filled with its defaults."""
+    with open(path) as f:
+        return checked(yaml.safe_load(f) or {}, schema_path)
