@@ -189,7 +189,7 @@ def test_a_checkpoint_with_python_objects_says_how_to_resave_it(tmp_path, capsys
     (dict(method="dmi_updates", v=7), "dmi_updates_v7", {}),
 ])
 def test_method_options_map_to_the_registrys_tags(kw, tag, options):
-    from pri.core.schedules import spec_from_options
+    from pri.options import spec_from_options
 
     spec, got = spec_from_options(**kw)
     assert (spec.tag, got) == (tag, options)

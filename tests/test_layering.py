@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PRI = ROOT / "pri"
 
 # the layers, lowest first: a module may import its own layer and any lower one
-LAYERS = [{"errors", "checks"}, {"core"}, {"files"}, {"measure"}, {"tasks"}, {"cli", "__main__"}, {"workflow"}]
+LAYERS = [{"errors", "checks"}, {"core"}, {"options"}, {"files"}, {"measure"}, {"tasks"}, {"cli", "__main__"},
+          {"workflow"}]
 RANK = {part: i for i, layer in enumerate(LAYERS) for part in layer}
 
 

@@ -19,13 +19,13 @@ import torch
 from pri.core.engine import InversionConfig
 from pri.core.runtime import device_name, resolve_device, set_threads, versions
 from pri.core.runtime import progress as progress_bar
-from pri.core.schedules import (PRI, IdealSMI, Schedule, Spec, add_schedule_arguments, specs_from_args,
-                                theorem1_companions)
+from pri.core.schedules import PRI, IdealSMI, Schedule, Spec, theorem1_companions
 from pri.errors import PriError
 from pri.files.io import atomic_write_json
 from pri.measure.cost import (BACKWARD, GROUPS, dims_dict, dims_of, ideal_ratios, schedule_cost, standard_schedules,
                               theorem1)
 from pri.measure.timing import MODES, REPEATS, STEPS, WARMUP, resolve_mode
+from pri.options import add_runtime_options, add_schedule_arguments, specs_from_args
 
 WHATS = ("cost", "flops", "time")
 
@@ -44,13 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--warmup", type=int, default=WARMUP, help="warm-up steps per stage (stage-sampled) or before the runs (full)")
     p.add_argument("--repeats", type=int, default=REPEATS, help="timed blocks per stage (stage-sampled) or runs (full); the median is reported")
     p.add_argument("--backward", default="convention", choices=list(BACKWARD), help="step = 2x forward (convention) or per-operator (exact) MACs")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="fp32, or bf16 autocast (timing)")
-    p.add_argument("--no-tf32", action="store_true", help="disable TF32 matmuls on GPU")
-    p.add_argument("--no-graphs", action="store_true", help="do not capture stages as CUDA graphs on GPU")
     p.add_argument("--seed", type=int, default=0, help="seed of the timed inversions")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_runtime_options(p, inversion=True)
     p.add_argument("--out", required=True, help="JSON to write (atomically)")
 
 

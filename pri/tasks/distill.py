@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from pri.core.runtime import progress as progress_bar
 from pri.errors import PriError
+from pri.options import add_runtime_options
 from pri.files.data import normalise
 from pri.files.io import input_path
 
@@ -147,13 +148,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="evaluate on only the first this many test (and validation) images (smoke tests; headlines "
                         "use all)")
     p.add_argument("--eval-batch", type=int, default=512, help="batch size of evaluations and teacher passes")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
-    p.add_argument("--amp", choices=("auto", "on", "off"), default="auto",
-                   help="bf16 autocast (auto: on for cuda, off for cpu)")
+    add_runtime_options(p, amp=True)
     p.add_argument("--out", required=True, help="metrics JSON to write")
     p.add_argument("--student-out", default=None, help="also write the (last run's) student as a suite checkpoint")
-    p.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bar")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,12 +15,12 @@ import torch
 from pri.checks import seed as check_seed
 from pri.core.engine import InversionConfig, invert
 from pri.core.runtime import derive_seed, set_threads
-from pri.core.schedules import add_schedule_arguments, specs_from_args
 from pri.errors import PriError
 from pri.files.io import atomic_torch_save, check_writable
 from pri.files.models import HUB, hub_checkpoint, load_model
+from pri.options import INVERSION, add_runtime_options, add_schedule_arguments, specs_from_args
 
-DEFAULTS = dict(lr=0.25, tv_weight=1e-4, jitter=0.125, seed=0, score_layer=-1)
+DEFAULTS = {k: INVERSION[k] for k in ("lr", "tv_weight", "jitter", "seed", "score_layer")}  # InversionConfig's
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -42,12 +42,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tv-weight", type=float, default=d["tv_weight"], help="weight of the total-variation prior")
     p.add_argument("--jitter", type=float, default=d["jitter"], help="max random roll as a fraction of the image side, in [0, 0.5) (rounded to whole patches)")
     p.add_argument("--no-flip", action="store_true", help="disable the random horizontal flip")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="fp32, or bf16 autocast")
-    p.add_argument("--no-tf32", action="store_true", help="disable TF32 matmuls on GPU")
-    p.add_argument("--no-graphs", action="store_true", help="do not capture stages as CUDA graphs on GPU")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_runtime_options(p, inversion=True)
     p.add_argument("--out", required=True, help="pool file to write (written to a temporary name, renamed when complete)")
 
 

@@ -66,6 +66,7 @@ from torch import nn
 from pri.checks import settings_of
 from pri.core.vit import check_model, mask_to_index, num_patches, patch_size, patchify
 from pri.errors import PriError
+from pri.options import add_runtime_options
 from pri.files.io import input_path
 
 CALIBRATIONS = ("pool", "noise", "real")
@@ -352,9 +353,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration images (default: 0)")
     p.add_argument("--allow-other-teacher", action="store_true",
                    help="allow pools inverted from another teacher than --teacher")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bar")
+    add_runtime_options(p)
     p.add_argument("--no-fp", action="store_true",
                    help="skip the float teacher's evaluation (a job that quantises from many pools takes it once)")
     p.add_argument("--out", required=True, help="metrics JSON to write")

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from pri.core.runtime import progress as progress_bar
 from pri.errors import PriError
+from pri.options import add_runtime_options
 
 # The default recipe, tuned on 2 CPU cores for Fashion-MNIST: a short schedule (4 epochs) wants a
 # high peak learning rate (4e-3 beat 1e-3 and 2e-3) and no augmentation (the model underfits);
@@ -67,15 +68,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit-test", type=int, default=None,
                    help="evaluate on only the first this many test images (for smoke tests; the headline uses all)")
     p.add_argument("--seed", type=int, default=d["seed"], help="seed of initialisation, data order and augmentation")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to train")
-    p.add_argument("--amp", choices=("auto", "on", "off"), default="auto",
-                   help="bf16 autocast (auto: on for cuda, off for cpu)")
+    add_runtime_options(p, amp=True, device_help="where to train")
     p.add_argument("--eval-batch", type=int, default=512, help="batch size of the evaluation")
     p.add_argument("--workers", type=int, default=0, help="data-loading workers (imagefolder only)")
     p.add_argument("--out", default=None, help="suite checkpoint to write (required when training)")
     p.add_argument("--metrics", default=None, help="metrics JSON to write (top-1, checkpoint sha256, recipe, versions)")
-    p.add_argument("--no-progress", action="store_true", help="hide the tqdm progress bar")
 
 
 def model_geometry(model) -> tuple[int, int]:
