@@ -46,6 +46,7 @@ class Plan(Checks, JobArgs):
     fetch_hub: bool = False  # True: fetch 'hub' weights absent from the hub cache (pri.workflow.preflight --fetch-hub)
     missing: list = field(default_factory=list)
     tasks: dict = field(default_factory=dict)  # teacher -> tasks it runs
+    specs: dict = field(default_factory=dict)  # method tag -> its Spec, parsed once (Plan.spec)
 
     def __post_init__(self):
         c = self.config
@@ -54,7 +55,7 @@ class Plan(Checks, JobArgs):
         self.inv, self.dis, self.eff = c["inversion"], c["distill"], c["efficiency"]
         self.ctl = c.get("controls") or {}
         self.quant = c.get("quantize") or {"enabled": False}
-        self.tags = [Spec.parse(t, "inversion.methods").tag for t in self.inv["methods"]]
+        self.tags = [self.spec(t, "inversion.methods").tag for t in self.inv["methods"]]
         if len(set(self.tags)) != len(self.tags):
             raise PriError("inversion.methods", f"a tag appears twice: {self.inv['methods']}")
         self.seeds = [int(s) for s in self.inv["seeds"]]
@@ -87,6 +88,12 @@ class Plan(Checks, JobArgs):
         return (t.get("student") or self.dis["student"], t.get("student_checkpoint") or self.dis.get("student_checkpoint"),
                 ck_key)
 
+    def spec(self, tag: str, key: str = "inversion.methods") -> Spec:
+        """The Spec of a method tag, parsed once per plan (a tag that does not parse names ``key``)."""
+        if tag not in self.specs:
+            self.specs[tag] = Spec.parse(tag, key)
+        return self.specs[tag]
+
     @property
     def active(self) -> list[str]:
         """Teachers with at least one task to run."""
@@ -103,7 +110,7 @@ class Plan(Checks, JobArgs):
         return dims_of(t["model"], img_size=t.get("img_size"), num_classes=t.get("num_classes"))
 
     def _options(self, tag: str) -> dict:
-        if "rerank_every" in Spec.parse(tag).method.options and self.inv.get("rerank_every"):
+        if "rerank_every" in self.spec(tag).method.options and self.inv.get("rerank_every"):
             return {"rerank_every": self.inv["rerank_every"]}
         return {}
 
@@ -133,7 +140,7 @@ class Plan(Checks, JobArgs):
 
         iso = self.ctl.get("iso_compute") or {}
         for budget in (iso.get("budgets") or []) if serves(iso) else []:
-            tags = [Spec.parse(t, "controls.iso_compute.tags").tag for t in iso["tags"]]
+            tags = [self.spec(t, "controls.iso_compute.tags").tag for t in iso["tags"]]
             imgs = {tag: self.iso_images(tid, tag, budget) for tag in tags}
             self._check_tags(tid, tags, imgs, "controls.iso_compute.budgets", "controls.iso_compute.tags", T)
             out.append(Sweep(f"iso{_num(budget)}", "iso", tags, [int(s) for s in iso.get("seeds") or self.seeds], 1,
@@ -166,7 +173,7 @@ class Plan(Checks, JobArgs):
 
     def schedule(self, tid: str, tag: str):
         """The schedule ``tag`` runs on teacher ``tid`` (its patches, inversion.iterations, its options)."""
-        return Spec.parse(tag).build(self._dims(tid).num_patches, int(self.inv["iterations"]), self._options(tag))
+        return self.spec(tag).build(self._dims(tid).num_patches, int(self.inv["iterations"]), self._options(tag))
 
     def inverted_classes(self, tid: str) -> int:
         """How many classes a teacher's main sweep deals its trajectories to."""
@@ -200,9 +207,9 @@ class Plan(Checks, JobArgs):
         from pri.measure.cost import schedule_cost
 
         d, T = self._dims(tid), int(self.inv["iterations"])
-        per = {t: schedule_cost(d, Spec.parse(t).build(d.num_patches, T, self._options(t)), T)["total"]
+        per = {t: schedule_cost(d, self.spec(t).build(d.num_patches, T, self._options(t)), T)["total"]
                for t in ("dmi", tag)}
-        s = Spec.parse(tag).build(d.num_patches, T, self._options(tag))
+        s = self.spec(tag).build(d.num_patches, T, self._options(tag))
         k = s.images_per_trajectory()
         return max(k, int(math.floor(budget * per["dmi"] / per[tag] / k + 1e-9)) * k)
 

@@ -13,7 +13,6 @@ import math
 import os
 from dataclasses import dataclass
 
-from pri.core.schedules import Spec
 from pri.errors import PriError
 
 TASKS = ("distill", "quantize")
@@ -131,7 +130,7 @@ class Checks:
                                "deit_tiny_patch16_224) or one of the suite's small ViTs")
         for key in ("tags", "time_tags"):
             for i, t in enumerate(self.eff.get(key) or []):
-                Spec.parse(t, f"efficiency.{key}.{i}")
+                self.spec(t, f"efficiency.{key}.{i}")
         from pri.measure.cost import dims_of
 
         for i, m in enumerate(self.eff.get("time_models") or []):
@@ -146,7 +145,7 @@ class Checks:
                 n = dims_of(model, img_size=img).num_patches
                 for tag in self.efficiency_tags(what):
                     try:
-                        Spec.parse(tag).build(n, T).validate(n, T, batch)
+                        self.spec(tag).build(n, T).validate(n, T, batch)
                     except PriError as e:
                         k = {"--iterations": "efficiency.iterations", "--prune-at": "efficiency.iterations",
                              "--batch": f"efficiency.{key}" if key == "batch" or self.eff.get(key) else
@@ -206,7 +205,7 @@ class Checks:
         n = self._dims(tid).num_patches
         for tag in tags:
             try:
-                Spec.parse(tag, key_tags).build(n, T, self._options(tag)).validate(n, T, images[tag])
+                self.spec(tag, key_tags).build(n, T, self._options(tag)).validate(n, T, images[tag])
             except PriError as e:
                 key = {"--batch": key_images, "--iterations": "inversion.iterations",
                        "--prune-at": "inversion.iterations"}.get(e.option, key_tags)
