@@ -46,7 +46,7 @@ from pri.files.io import input_path
 # AdamW with a short warm-up and cosine decay trains a random-init ViT far more reliably than SGD;
 # T = 4 (Hinton-style) keeps the teacher's ranking of the wrong classes visible while the target
 # still peaks on the inverted class. SMI's T = 20 suits a pretrained student whose head alone
-# learns. The workflow's schema (distill.*) holds the same defaults; tests/test_defaults.py checks it.
+# learns. The workflow's schema (distill.*) holds the same defaults; tests/workflow/test_defaults.py checks it.
 DEFAULTS = dict(student="vit_femto_patch4_28", steps=600, batch=64, optimizer="adamw", lr=1e-3, momentum=0.9,
                 weight_decay=0.05, schedule="cosine", warmup=50, temperature=4.0, grad_clip=1.0, seed=0,
                 augment_shift=1, eval_every=0, kd_runs=1)

@@ -11,7 +11,7 @@ from pri.cli import batch_argv
 from pri.core.runtime import derive_seed
 
 # config keys passed to a command as --options of the same name (one source of names: the schema's
-# defaults and the commands' defaults are checked against each other in tests/test_defaults.py)
+# defaults and the commands' defaults are checked against each other in tests/workflow/test_defaults.py)
 DISTILL_KEYS = ("steps", "batch", "kd_runs", "probe_runs", "probe_l2", "probe_temperature", "optimizer", "lr",
                 "momentum", "weight_decay", "schedule", "warmup", "temperature", "grad_clip", "augment", "augment_shift",
                 "eval_every", "head_only", "val")

@@ -16,7 +16,7 @@ from pri.errors import PriError
 from pri.workflow.config import config_errors
 from pri.workflow.plan import Plan
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = str(ROOT / "workflow" / "schemas" / "config.schema.yaml")
 NAN, INF = float("nan"), float("inf")
 

@@ -11,7 +11,7 @@ import yaml
 
 from pri.files.models import sha256_file
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 HUB_ID = "timm/deit_tiny_patch16_224.fb_in1k"  # timm's default pretrained tag of deit_tiny_patch16_224
 
 

@@ -30,7 +30,7 @@ def test_devices_are_resolved_or_refused_naming_the_option():
 def test_a_bar_in_a_log_file_writes_on_its_interval_only(monkeypatch):
     """Not on a terminal (a rule's log): one frame per TQDM_MININTERVAL seconds (15 by default), a
     postfix change does not force one, and tqdm's monitor thread is off. The slow end-to-end test
-    (tests/test_workflow.py) watches the real clock; this one counts frames of a fast loop."""
+    (tests/workflow/test_workflow.py) watches the real clock; this one counts frames of a fast loop."""
     monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
     log = io.StringIO()
     bar = runtime.progress(1000, True, "x", file=log)

@@ -13,7 +13,7 @@ from pri.errors import PriError
 from pri.workflow.jobs import inversion_seed
 from pri.workflow.plan import Plan
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
 

@@ -9,7 +9,7 @@ import yaml
 from pri.cli import build_parser
 from pri.workflow.jobs import DISTILL_KEYS, TRAIN_KEYS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
 
 # schema section -> (command, keys that are the workflow's own and reach no option of that name)

@@ -11,7 +11,7 @@ import pytest
 
 from pri.workflow.estimate import Estimate, Rates, StepModel, invert_seconds, macs, workflow_resources
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RATES = ROOT / "benchmarks" / "results" / "cpu" / "rates.json"
 
 
@@ -81,3 +81,25 @@ def test_cost_command_prints_every_rule_and_the_wall_clock(config):
     assert "| invert_main |" in r.stdout and "| teacher |" in r.stdout
     minutes = float(re.search(r"snakemake --cores 2` on this kind of machine: ([\d.]+) min", r.stdout)[1])
     assert minutes > 1
+
+
+def test_scratch_seeds_leave_the_other_seeds_to_the_verdict_student():
+    """distill.scratch_seeds: the listed seeds' jobs train the from-scratch student too, the others
+    pass --kd-runs 0; the estimate prices them accordingly; a seed outside the run is refused."""
+    from pri.errors import PriError
+    from pri.workflow.plan import Plan
+
+    plan = _plan("config.yaml")
+    base = Estimate(plan, _flat_rates(), 2)
+    cfg = dict(plan.config, distill=dict(plan.config["distill"], scratch_seeds=[0]))
+    fewer = Plan(cfg, check_inputs=False)
+    argv = {s: fewer.distill_job("fmnist", "main", s, "t.pt", 2) for s in fewer.seeds}
+    kd = lambda a: [a[i + 1] for i, x in enumerate(a) if x == "--kd-runs"][-1:]  # noqa: E731 - the last one counts
+    assert kd(argv[0]) != ["0"] and kd(argv[1]) == ["0"] and kd(argv[2]) == ["0"]
+    cheap = Estimate(fewer, _flat_rates(), 2)
+    job = lambda e, i: [j for j in e.jobs if j.rule == "distill_main"][i].seconds  # noqa: E731
+    assert job(cheap, 0) == pytest.approx(job(base, 0)) and job(cheap, 1) < job(base, 1)
+    with pytest.raises(PriError, match="distill.scratch_seeds"):
+        Plan(dict(cfg, distill=dict(cfg["distill"], scratch_seeds=[7])), check_inputs=False)
+    with pytest.raises(PriError, match="distill.scratch_seeds"):
+        Plan(dict(cfg, distill=dict(cfg["distill"], probe_runs=0)), check_inputs=False)

@@ -17,7 +17,7 @@ from cli_helper import config_dict
 
 from analysis import stats
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SNAKEFILE = ROOT / "Snakefile"
 CLAIM_IDS = {"1", "2a", "2b", "3a", "3b", "3c", "4a", "4b", "5", "6", "7", "8", "9"}
 VERDICTS = set(stats.VERDICTS)  # with "control passed"/"control failed": the rows of an assay's positive control

@@ -9,7 +9,7 @@ from pathlib import Path
 from analysis import outputs
 from analysis.__main__ import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _written(folder: Path) -> set[str]:

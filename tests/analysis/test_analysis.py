@@ -512,7 +512,7 @@ def test_report_landing_page_embeds_the_verdict_table(tmp_path, monkeypatch):
     rows, _ = _claims(_acc({"dmi": [60, 61, 62], "pri_v4": [58, 60, 61], "smi_v4": [55, 57, 56]}))
     write_table(C.summary(C.table(rows)), str(tmp_path / "analysis"), "verdicts")
     monkeypatch.chdir(tmp_path)
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     config = yaml.safe_load((root / "config" / "test.yaml").read_text())
     config.setdefault("claims", {"level": 0.95, "delta_top1": 3.0})
     config["efficiency"].setdefault("mode", "auto")

@@ -115,27 +115,3 @@ def test_verdict_student_alone(tmp_path, teacher):  # noqa: F811
     assert main(base + ["--kd-runs", "0", "--probe-runs", "0"]) == 2
     assert main(base + ["--kd-runs", "0", "--student-out", str(tmp_path / "s.pt")]) == 2
 
-
-def test_scratch_seeds_leave_the_other_seeds_to_the_verdict_student():
-    """distill.scratch_seeds: the listed seeds' jobs train the from-scratch student too, the others
-    pass --kd-runs 0; the estimate prices them accordingly; a seed outside the run is refused."""
-    from test_estimate import _flat_rates, _plan
-
-    from pri.errors import PriError
-    from pri.workflow.estimate import Estimate
-    from pri.workflow.plan import Plan
-
-    plan = _plan("config.yaml")
-    base = Estimate(plan, _flat_rates(), 2)
-    cfg = dict(plan.config, distill=dict(plan.config["distill"], scratch_seeds=[0]))
-    fewer = Plan(cfg, check_inputs=False)
-    argv = {s: fewer.distill_job("fmnist", "main", s, "t.pt", 2) for s in fewer.seeds}
-    kd = lambda a: [a[i + 1] for i, x in enumerate(a) if x == "--kd-runs"][-1:]  # noqa: E731 - the last one counts
-    assert kd(argv[0]) != ["0"] and kd(argv[1]) == ["0"] and kd(argv[2]) == ["0"]
-    cheap = Estimate(fewer, _flat_rates(), 2)
-    job = lambda e, i: [j for j in e.jobs if j.rule == "distill_main"][i].seconds  # noqa: E731
-    assert job(cheap, 0) == pytest.approx(job(base, 0)) and job(cheap, 1) < job(base, 1)
-    with pytest.raises(PriError, match="distill.scratch_seeds"):
-        Plan(dict(cfg, distill=dict(cfg["distill"], scratch_seeds=[7])), check_inputs=False)
-    with pytest.raises(PriError, match="distill.scratch_seeds"):
-        Plan(dict(cfg, distill=dict(cfg["distill"], probe_runs=0)), check_inputs=False)
