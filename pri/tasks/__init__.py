@@ -1,3 +1,3 @@
 """The jobs a user or a rule runs, one module each, none importing another: invert, teacher,
-distill, quantize. What two of them share lives beside them: train (optimiser, schedule,
-evaluation) and probe (the verdict student)."""
+distill, quantize. What they share lives beside them: train (optimiser, schedule, evaluation),
+probe (the verdict student) and fakequant (the fake-quantised modules of quantize)."""

@@ -10,7 +10,7 @@ import torch
 from cli_helper import main
 
 from pri.files.models import build_model, save_checkpoint, sha256_file
-from pri.tasks import quantize as Q
+from pri.tasks import fakequant as Q  # the quantisers and the fake-quantised forward
 
 DIGITS = "vit_pico_patch2_8"  # 8 px, 4x4 = 16 patches of 2 px: fast CLI runs on scikit-learn's digits
 FMNIST_ROOT = "/usr/share/datasets/fashion-mnist"
