@@ -4,22 +4,8 @@ The protocol is SMI's public quantisation, whose modules are PSAQ-ViT's (docs/me
 "Quantisation"); the code here is written fresh. The quantisers, the block forward and the
 calibration forward are in pri.tasks.fakequant; this module is the command around them.
 
-Weights (patch-embedding projection, qkv, proj, fc1, fc2, head): symmetric, per output channel,
-min-max. scale = max(|min|, |max|) / ((2^b - 1) / 2), q = clamp(round(w / scale), -2^(b-1),
-2^(b-1) - 1), w~ = q * scale. Biases stay float.
-
-Activations: asymmetric, one scale and zero point per tensor from the running min and max over the
-calibration forward(s) (no EMA, no percentile). scale = (max - min) / (2^b - 1) (at least float32's
-eps, as PSAQ's observer), zp = clamp(-round(min / scale), 0, 2^b - 1); x~ = (clamp(round(x / scale)
-+ zp, 0, 2^b - 1) - zp) * scale, computed as clamp(round(x / scale), -zp, 2^b - 1 - zp) * scale
-(the same numbers: zp is an integer). Sites, in forward order: the input image, the patch-embedding
-output, the tokens after the CLS concat, the position embedding itself, the sum after adding it;
-per block the LN1 output, the qkv output (one range for q, k and v), the scaled attention logits
-before softmax, attn @ v, the proj output, the first residual sum, the LN2 output, the GELU output,
-the fc2 output, the second residual sum; then the final-norm CLS output and the logits. LayerNorm
-arithmetic (q_norm/k_norm included, when a model has them), the fc1 output and softmax stay float.
-The block forward is written out here (timm's fused attention hides the logits); it reads the
-weights of timm's own modules.
+Weights (symmetric, per output channel) and activations (asymmetric, per tensor, at every site
+of the forward): the formulas and sites are in pri.tasks.fakequant's docstring.
 
 Calibration: one no-grad float forward of ``--calib-images`` images (PSAQ: observers on,
 quantisers off). Pool images are fed sparsely: CLS plus the kept patches of each image's mask, each
