@@ -15,7 +15,7 @@ import torch
 from pri.core.schedules import Spec
 from pri.files.io import read_timing
 from pri.measure.cost import speedups
-from pri.workflow.layout import parse
+from pri.workflow.layout import parse, sweep_kind
 
 from . import stats
 
@@ -39,10 +39,6 @@ def describe(tag: str) -> dict:
     """The registry's description of a tag: method, family, v, nominal sparsity."""
     d = Spec.parse(tag).describe()
     return {"method": d["method"], "family": d["family"], "v": d["v"], "nominal_sparsity": d["nominal_sparsity"]}
-
-
-def sweep_kind(name: str) -> str:
-    return "iso" if name.startswith("iso") else "oneclass" if name.startswith("class") else "main"
 
 
 # ----------------------------------------------------------------------------------------- readers

@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from pri.core.schedules import build  # noqa: E402
 from pri.measure.cost import dims_of, schedule_profile, step_macs  # noqa: E402
+from pri.workflow.layout import SWEEP_KINDS  # noqa: E402
 
 TRAIN_IMAGES = {"cifar10": 50000, "cifar100": 50000, "imagefolder": 1281167}
 TEST_IMAGES = {"cifar10": 10000, "cifar100": 10000, "imagefolder": 50000}
@@ -134,7 +135,7 @@ def hours_of(cfg: dict, measured: str):
     inv_dtype = cfg.get("dtype", "fp32")
     T = inv["iterations"]
     eval_every = int(dis.get("eval_every") or 0)
-    kinds = ("main", "iso", "oneclass")  # the kinds of sweep, one inversion and one distillation rule each
+    kinds = tuple(SWEEP_KINDS)  # one inversion and one distillation rule each
     families = ["teacher"] + [f"{r} ({k})" for r in ("invert", "distill") for k in kinds]
     hours = {k: 0.0 for k in families + ["quantize", "efficiency_time"]}
     jobs = dict.fromkeys(hours, 0)

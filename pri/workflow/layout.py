@@ -39,6 +39,23 @@ PATTERNS = {
 }
 
 
+# The kinds of sweep and how their names are written (a folder of pools/ and distill/): ``main`` (the
+# methods of inversion.methods), ``iso<B>`` (each method at the inversion compute of B DMI images),
+# ``class<C>`` (one-class inversion of class C). The workflow has one inversion and one distillation
+# rule per kind.
+SWEEP_KINDS = {"main": "main", "iso": "iso", "oneclass": "class"}  # kind -> the prefix of its sweeps' names
+
+
+def sweep_name(kind: str, value=None) -> str:
+    """The name of a sweep: main, iso<B>, class<C>."""
+    return "main" if kind == "main" else f"{SWEEP_KINDS[kind]}{value}"
+
+
+def sweep_kind(name: str) -> str:
+    """The kind of a sweep from its name (the inverse of sweep_name)."""
+    return next((k for k, prefix in SWEEP_KINDS.items() if k != "main" and name.startswith(prefix)), "main")
+
+
 def paths(run: str, root: str = "results") -> SimpleNamespace:
     """The templates of run ``run`` (``results/<run>/...``), wildcards left in."""
     return SimpleNamespace(root=f"{root}/{run}", **{k: f"{root}/{run}/{v}" for k, v in TEMPLATES.items()})

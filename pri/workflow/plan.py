@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pri.core.schedules import Spec
 from pri.errors import PriError
 from pri.workflow.jobs import JobArgs
-from pri.workflow.layout import paths
+from pri.workflow.layout import paths, sweep_name
 from pri.workflow.preflight import TASKS, Checks
 
 
@@ -143,7 +143,7 @@ class Plan(Checks, JobArgs):
             tags = [self.spec(t, "controls.iso_compute.tags").tag for t in iso["tags"]]
             imgs = {tag: self.iso_images(tid, tag, budget) for tag in tags}
             self._check_tags(tid, tags, imgs, "controls.iso_compute.budgets", "controls.iso_compute.tags", T)
-            out.append(Sweep(f"iso{_num(budget)}", "iso", tags, [int(s) for s in iso.get("seeds") or self.seeds], 1,
+            out.append(Sweep(sweep_name("iso", _num(budget)), "iso", tags, [int(s) for s in iso.get("seeds") or self.seeds], 1,
                              imgs, dict.fromkeys(tags), budget=budget))
         one = self.ctl.get("one_class") or {}
         if one.get("class") is not None and serves(one):
@@ -154,7 +154,7 @@ class Plan(Checks, JobArgs):
             tags = [Spec("dmi").tag, Spec("smi", v).tag, Spec("pri", v).tag]
             imgs = dict.fromkeys(tags, v * int(one["images_per_detach"]))
             self._check_tags(tid, tags, imgs, "controls.one_class.images_per_detach", "controls.one_class.v", T)
-            out.append(Sweep(f"class{c}", "oneclass", tags, [int(s) for s in one.get("seeds") or self.seeds], 1, imgs,
+            out.append(Sweep(sweep_name("oneclass", c), "oneclass", tags, [int(s) for s in one.get("seeds") or self.seeds], 1, imgs,
                              dict.fromkeys(tags), classes=(c,)))
         return out
 

@@ -234,3 +234,16 @@ def test_a_quantise_only_teacher_inverts_its_classes_and_calibrates_on_them():
         Plan(config("test.yaml", **{"teachers.digits.tasks": ["quantize"], "teachers.digits.classes": [2, 12]}),
              check_inputs=False)
     assert e.value.option == "teachers.digits.classes"
+
+
+def test_sweep_names_are_written_and_read_by_one_vocabulary():
+    """pri.workflow.layout names the sweeps (main, iso<B>, class<C>) and reads their kind back, for
+    the plan, the analysis and the GPU-hours benchmark alike."""
+    from pri.workflow.layout import SWEEP_KINDS, sweep_kind, sweep_name
+
+    plan = Plan(config("test.yaml"), check_inputs=False)
+    sweeps = plan.sweeps("digits")
+    assert {s.kind for s in sweeps} == set(SWEEP_KINDS) and len(sweeps) == 3
+    for s in sweeps:
+        assert sweep_kind(s.name) == s.kind
+    assert sweep_name("iso", 8) == "iso8" and sweep_name("oneclass", 3) == "class3" and sweep_name("main") == "main"
