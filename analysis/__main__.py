@@ -15,6 +15,7 @@ from . import claims as C
 from . import collect, plots
 from . import outputs as O
 from . import stats as S
+from . import vocabulary as V
 
 
 CSS = """<meta charset="utf-8"><style>
@@ -94,7 +95,7 @@ def main(argv=None) -> int:
     os.makedirs(os.path.join(a.out, "tables"), exist_ok=True)
     os.makedirs(os.path.join(a.out, "plots"), exist_ok=True)
 
-    d = collect.load_all(a.teachers, a.distill, a.pools, a.efficiency, a.quantize, C.COMPARISONS, level,
+    d = collect.load_all(a.teachers, a.distill, a.pools, a.efficiency, a.quantize, V.COMPARISONS, level,
                          int(ccfg.get("bootstrap", 2000)))
     d.update(with_intervals(d, level))
     why = "; ".join(f"{m['key']}: {m['reason']}" for m in missing) if missing else ""
@@ -192,7 +193,7 @@ def real_images(d: dict, data: dict):
 
 def draw(d: dict, claims: pd.DataFrame, why: str, out: str, level: float, data: dict) -> None:
     P = lambda n: os.path.join(out, "plots", f"{n}.png")  # noqa: E731
-    for name, ids in plots.FOREST_GROUPS.items():
+    for name, ids in V.FOREST_GROUPS.items():
         plots.forest(claims, P(name), why, ids=ids)
     plots.accuracy_vs_sparsity(d["accuracy"], d["pools"], d["teachers"], P("accuracy_vs_sparsity"), why)
     real, names = real_images(d, data)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -18,6 +18,7 @@ from pri.measure.cost import speedups
 from pri.workflow.layout import parse, sweep_kind
 
 from . import stats
+from .vocabulary import POWER, Comparison
 
 
 def _read(path):
@@ -323,17 +324,6 @@ def _expand(steps, iterations):
 
 
 # ----------------------------------------------------------------------------------------- derived
-@dataclass(frozen=True)
-class Comparison:
-    """A difference ``a - b`` between two methods, paired by seed: ``a``/``b`` are registry names;
-    ``v``: "same" (a and b at the same v), "a" (only a has one) or "b"; ``kind``: the sweep kind;
-    ``metric``: top1 (students), quant (quantised top-1) or w1 (confidence distance)."""
-    name: str
-    a: str
-    b: str
-    v: str
-    kind: str = "main"
-    metric: str = "top1"
 
 
 def _pairs(df: pd.DataFrame, comp: Comparison):
@@ -485,9 +475,6 @@ def _w1_difference(teacher, sweep, a, b, syn_conf, real, level):
         return stats.Interval(math.nan, math.nan, math.nan, 0, level, "t (paired by seed)"), None
     iv = stats.t_interval(per_seed, level)
     return replace(iv, method="t over seeds of the per-seed W1 difference"), int(np.mean(sizes))
-
-
-POWER = {"3a": "pri-smi", "3b": "pri-dmi", "5": "random-attention"}
 
 
 def seeds_for(sd: float, target: float, level: float = stats.LEVEL, most: int = 1000) -> int | None:

@@ -285,10 +285,6 @@ def active_tokens(curves: pd.DataFrame, eff_curves: pd.DataFrame, path, why=""):
 FOREST_WRAP = 46
 
 
-FOREST_GROUPS = {"forest": ("3a", "3b", "3c", "4a", "4b", "5"), "forest_controls": ("6", "7", "9"),
-                 "forest_efficiency": ("1", "8")}
-
-
 def forest(claims: pd.DataFrame, path, why="", ids=None):
     """One panel per claim with numbers: each part's estimate with its interval, coloured by its
     verdict, and the part's region (the claims table's region_lo/region_hi) shaded on its row. A

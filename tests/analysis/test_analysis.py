@@ -9,7 +9,9 @@ import pytest
 
 from analysis import claims as C
 from analysis import collect, plots, stats
-from analysis.collect import Comparison, describe
+from analysis import vocabulary as V
+from analysis.collect import describe
+from analysis.vocabulary import Comparison
 
 TEACHERS = pd.DataFrame([{"teacher": "t", "model": "vit", "dataset": "fashion_mnist", "top1_pct": 90.0}])
 CFG = {"delta_top1": 3.0, "level": 0.95}
@@ -26,7 +28,7 @@ def _acc(values: dict, sweep="main") -> pd.DataFrame:
 
 
 def _claims(acc, cfg=CFG):
-    diffs = collect.differences(acc, pd.DataFrame(), C.COMPARISONS, 0.95)
+    diffs = collect.differences(acc, pd.DataFrame(), V.COMPARISONS, 0.95)
     return C.accuracy_claims(diffs, TEACHERS, cfg, []), diffs
 
 
@@ -55,7 +57,7 @@ def test_power_table_gives_half_widths_and_the_seeds_a_target_takes():
     d = [2.0 + x for x in (-4.0, 4.0, -4.0, 4.0)]  # per-seed differences: mean 2, SD 4.62
     acc = _acc({"dmi": base, "pri_v4": [b + x for b, x in zip(base, d)], "smi_v4": base,
                 "pri_random_v4": [b + x for b, x in zip(base, d)]})
-    diffs = collect.differences(acc, pd.DataFrame(), C.COMPARISONS, 0.95)
+    diffs = collect.differences(acc, pd.DataFrame(), V.COMPARISONS, 0.95)
     p = collect.power(diffs)
     assert set(p.claim) == {"3a", "3b", "5", "median"}
     sd = float(np.std(d, ddof=1))
@@ -180,7 +182,7 @@ def _quant_rows(acc_by: dict, images=2000, draws=3, seed=0, bits="W8A8"):
 def test_quantisation_claim_uses_the_papers_range_behind_its_control():
     q = _quant_rows({"pri_v4": lambda s, d: 0.80 + 0.005 + 0.0002 * d, "smi_v4": lambda s, d: 0.80,
                      "real": lambda s, d: 0.80, "noise": lambda s, d: 0.60 + 0.001 * d}, images=10000)
-    diffs = collect.differences(pd.DataFrame(), q, C.COMPARISONS, 0.95)
+    diffs = collect.differences(pd.DataFrame(), q, V.COMPARISONS, 0.95)
     diffs = pd.concat([diffs, collect.quant_controls(q, 0.95)], ignore_index=True)
     d = diffs[diffs.comparison == "quant pri-smi"].iloc[0]
     assert d["mean"] == pytest.approx(0.5, abs=0.15) and d["bits"] == "W8A8" and d["images_per_seed"] == 10000
@@ -199,7 +201,7 @@ def test_quantisation_is_not_testable_when_real_calibration_equals_noise():
     whatever PRI - SMI is, and the reason says so."""
     q = _quant_rows({"pri_v4": lambda s, d: 0.85, "smi_v4": lambda s, d: 0.80, "real": lambda s, d: 0.80,
                      "noise": lambda s, d: 0.80})
-    diffs = pd.concat([collect.differences(pd.DataFrame(), q, C.COMPARISONS, 0.95), collect.quant_controls(q, 0.95)],
+    diffs = pd.concat([collect.differences(pd.DataFrame(), q, V.COMPARISONS, 0.95), collect.quant_controls(q, 0.95)],
                       ignore_index=True)
     rows = _rows(C.accuracy_claims(diffs, TEACHERS, CFG, []), "4b")
     part = [r for r in rows if r["role"] == "part"][0]
@@ -207,7 +209,7 @@ def test_quantisation_is_not_testable_when_real_calibration_equals_noise():
     assert "real-data calibration does not beat noise" in part["our_value"]
     assert [r["verdict"] for r in rows if r["role"] == "control"] == ["control failed"]
     # no baselines at all: not testable either, with that reason
-    rows = _rows(C.accuracy_claims(collect.differences(pd.DataFrame(), q[q.tag.notna()], C.COMPARISONS, 0.95),
+    rows = _rows(C.accuracy_claims(collect.differences(pd.DataFrame(), q[q.tag.notna()], V.COMPARISONS, 0.95),
                                    TEACHERS, CFG, []), "4b")
     assert rows[0]["verdict"] == "not testable here" and "baselines" in rows[0]["our_value"]
 
@@ -389,7 +391,7 @@ def test_verdict_table_names_every_claim_with_its_numbers():
     flops, times, theorem = _eff_tables()
     rows += C.efficiency_claims(flops, times, collect.speed_table(times, 0.95), theorem, {"speed_tolerance": 0.1}, enabled=True)
     v = C.summary(C.table(rows))
-    assert set(C.CLAIMS) == set(v.claim)
+    assert set(V.CLAIMS) == set(v.claim)
     assert list(v.columns) == ["claim", "claim_verdict", "statement", "part", "scale", "n", "estimate", "interval",
                                "region", "verdict"]
     a = v[(v.claim == "3a")].iloc[0]
@@ -545,8 +547,8 @@ def test_figures_fit_a_screen_and_the_forest_groups_cover_every_claim_with_numbe
     plots.save(fig, str(tmp_path / "square.png"))
     w, h = struct.unpack(">II", (tmp_path / "square.png").read_bytes()[16:24])
     assert h <= plots.MAX_HEIGHT_PX
-    numeric = set(C.CLAIMS) - {"2a", "2b"}  # orderings: numbers in the verdict table, no interval
-    grouped = [c for ids in plots.FOREST_GROUPS.values() for c in ids]
+    numeric = set(V.CLAIMS) - {"2a", "2b"}  # orderings: numbers in the verdict table, no interval
+    grouped = [c for ids in V.FOREST_GROUPS.values() for c in ids]
     assert sorted(grouped) == sorted(numeric) and len(grouped) == len(set(grouped))
 
 
