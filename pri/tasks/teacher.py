@@ -20,6 +20,7 @@ import argparse
 import math
 import os
 import time
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -32,8 +33,61 @@ from pri.options import add_runtime_options
 # high peak learning rate (4e-3 beat 1e-3 and 2e-3) and no augmentation (the model underfits);
 # no label smoothing, because a label-smoothed teacher distils worse (Mueller et al., 2019) and
 # its flattened confidences would blur claim 7's confidence comparison.
-DEFAULTS = dict(dataset="fashion_mnist", model="vit_pico_patch4_28", epochs=4.0, batch=128, lr=4e-3,
-                weight_decay=0.05, warmup=0.3, label_smoothing=0.0, crop_pad=0, seed=0, grad_clip=1.0)
+@dataclass
+class TeacherConfig:
+    """What a teacher job is asked (``pri teacher``'s options, whose defaults are these): train from
+    scratch, fine-tune from --init-checkpoint, or evaluate --checkpoint."""
+    dataset: str = "fashion_mnist"
+    model: str = "vit_pico_patch4_28"
+    data_root: str | None = None
+    checkpoint: str | None = None
+    init_checkpoint: str | None = None
+    num_classes: int | None = None
+    img_size: int | None = None
+    epochs: float = 4.0
+    batch: int = 128
+    lr: float = 4e-3
+    weight_decay: float = 0.05
+    warmup: float = 0.3
+    label_smoothing: float = 0.0
+    crop_pad: int = 0
+    hflip: bool = False
+    grad_clip: float = 1.0
+    limit_train: int | None = None
+    limit_test: int | None = None
+    seed: int = 0
+    threads: int | None = None
+    device: str = "auto"
+    amp: str = "auto"
+    eval_batch: int = 512
+    workers: int = 0
+    out: str | None = None
+    metrics: str | None = None
+    no_progress: bool = False
+
+    @classmethod
+    def from_args(cls, args) -> "TeacherConfig":
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+
+@dataclass
+class TeacherResult:
+    """A trained (or loaded) teacher and what was measured: the model with its normalisation, the
+    test evaluation, the recipe and training data (None when only evaluated), the seconds."""
+    model: torch.nn.Module
+    mean: list
+    std: list
+    evaluation: dict
+    test_meta: dict
+    recipe: dict | None
+    train_data: dict | None
+    loaded: object  # the evaluated checkpoint's pri.core.engine.Teacher, or None
+    steps: int
+    device: torch.device
+    timing: dict
+
+
+DEFAULTS = {f.name: f.default for f in fields(TeacherConfig)}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -69,8 +123,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="evaluate on only the first this many test images (for smoke tests; the headline uses all)")
     p.add_argument("--seed", type=int, default=d["seed"], help="seed of initialisation, data order and augmentation")
     add_runtime_options(p, amp=True, device_help="where to train")
-    p.add_argument("--eval-batch", type=int, default=512, help="batch size of the evaluation")
-    p.add_argument("--workers", type=int, default=0, help="data-loading workers (imagefolder only)")
+    p.add_argument("--eval-batch", type=int, default=d["eval_batch"], help="batch size of the evaluation")
+    p.add_argument("--workers", type=int, default=d["workers"], help="data-loading workers (imagefolder only)")
     p.add_argument("--out", default=None, help="suite checkpoint to write (required when training)")
     p.add_argument("--metrics", default=None, help="metrics JSON to write (top-1, checkpoint sha256, recipe, versions)")
 
@@ -285,31 +339,39 @@ def train(args, model, num_classes, mean, std, init_note, device, amp, progress)
                     "train_seconds": time.perf_counter() - t0}, steps
 
 
-def run(args) -> int:
+def fit(cfg: TeacherConfig) -> TeacherResult:
+    """The library function behind ``pri teacher``: train (or fine-tune) the teacher a config asks
+    for, or load the checkpoint it names, and evaluate it on the test split. Writes nothing."""
     from pri.core.runtime import setup_runtime
     from pri.tasks.train import evaluate
 
     t_start = time.perf_counter()
-    check_options(args)
-    device, amp = setup_runtime(args.threads, args.device, args.amp)
-    progress = not args.no_progress
-    test_x, test_y, test_meta = load_test(args)
-    model, num_classes, mean, std, init_note, loaded = build(args, test_meta)
+    device, amp = setup_runtime(cfg.threads, cfg.device, cfg.amp)
+    progress = not cfg.no_progress
+    test_x, test_y, test_meta = load_test(cfg)
+    model, num_classes, mean, std, init_note, loaded = build(cfg, test_meta)
     model.to(device)
     recipe, train_data, steps = (None, None, 0)
-    if not args.checkpoint:
-        recipe, train_data, steps = train(args, model, num_classes, mean, std, init_note, device, amp, progress)
+    if not cfg.checkpoint:
+        recipe, train_data, steps = train(cfg, model, num_classes, mean, std, init_note, device, amp, progress)
     timing = {"train_seconds": train_data.pop("train_seconds") if train_data else 0.0}
-
     t_eval = time.perf_counter()
-    img = model_geometry(model)[0]
-    ev = evaluate(model, test_x, test_y, num_classes, img, mean, std, device, batch=args.eval_batch, amp=amp,
-                  workers=args.workers, progress=progress)
-    timing["eval_seconds"] = time.perf_counter() - t_eval
-    print(f"pri teacher: {args.model} on {args.dataset} test: top-1 {100 * ev['top1']:.2f}% "
-          f"({ev['num_images']} images)" + (f", trained {timing['train_seconds']:.1f} s" if recipe else ""))
-    write_outputs(args, model, ev, test_meta, recipe, train_data, loaded, mean, std, device, steps,
-                  lambda: {**timing, "total_seconds": time.perf_counter() - t_start})
+    ev = evaluate(model, test_x, test_y, num_classes, model_geometry(model)[0], mean, std, device,
+                  batch=cfg.eval_batch, amp=amp, workers=cfg.workers, progress=progress)
+    timing.update(eval_seconds=time.perf_counter() - t_eval, total_seconds=time.perf_counter() - t_start)
+    return TeacherResult(model, mean, std, ev, test_meta, recipe, train_data, loaded, steps, device, timing)
+
+
+def run(args) -> int:
+    """``pri teacher``: the options as a TeacherConfig, checked; fit; the checkpoint and metrics written."""
+    cfg = TeacherConfig.from_args(args)
+    check_options(cfg)
+    t_start = time.perf_counter()
+    res = fit(cfg)
+    ev = res.evaluation
+    print(f"pri teacher: {cfg.model} on {cfg.dataset} test: top-1 {100 * ev['top1']:.2f}% "
+          f"({ev['num_images']} images)" + (f", trained {res.timing['train_seconds']:.1f} s" if res.recipe else ""))
+    write_outputs(cfg, res, lambda: {**res.timing, "total_seconds": time.perf_counter() - t_start})
     return 0
 
 
@@ -322,13 +384,15 @@ def _checkpoint_ref(args) -> str:
     return os.path.relpath(os.path.abspath(args.out), os.path.dirname(os.path.abspath(args.metrics)))
 
 
-def write_outputs(args, model, ev, test_meta, recipe, train_data, loaded, mean, std, device, steps, timing) -> None:
+def write_outputs(args, res: TeacherResult, timing) -> None:
     """The checkpoint (--out) and the metrics (--metrics): the same work gives the same bytes, the
     seconds go to each output's timing side file (``timing()`` gives them)."""
     from pri.core.runtime import device_name, versions, weights_sha256
     from pri.files.io import atomic_write_json, with_timing
     from pri.files.models import save_checkpoint, sha256_file
 
+    model, ev, test_meta, recipe, mean, std = res.model, res.evaluation, res.test_meta, res.recipe, res.mean, res.std
+    device, loaded, steps = res.device, res.loaded, res.steps
     num_classes, (img, ch) = int(model.num_classes), model_geometry(model)
     test_info = {"name": args.dataset, "split": "test", "source": test_meta["source"], "sha256": test_meta["sha256"],
                  "num_images": ev["num_images"]}
@@ -338,7 +402,7 @@ def write_outputs(args, model, ev, test_meta, recipe, train_data, loaded, mean, 
         "device": device_name(device), "seed": args.seed, "weights_sha256": weights_sha256(model),
     }
     if recipe is not None:
-        provenance.update(recipe=recipe, train=train_data)
+        provenance.update(recipe=recipe, train=res.train_data)
     else:
         provenance["evaluated_checkpoint"] = {"path": os.path.abspath(args.checkpoint),
                                               "sha256": sha256_file(args.checkpoint)}
