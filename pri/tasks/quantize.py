@@ -44,6 +44,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import torch
@@ -57,6 +58,43 @@ from pri.tasks.fakequant import (CPU_CHUNK, PRE_GATHER, QuantViT, activation_sit
                                  layer_weights, weight_layers)
 
 CALIBRATIONS = ("pool", "noise", "real")
+
+
+@dataclass
+class QuantizeConfig:
+    """What a quantisation job is asked (``pri quantize``'s options, whose defaults are these)."""
+    teacher: str
+    out: str | None = None
+    teacher_model: str | None = None
+    pool: list | None = None
+    calibration: str = "pool"
+    calib_images: int = 32
+    balance_unit: int | None = None
+    w_bits: list = field(default_factory=lambda: [8])
+    a_bits: list = field(default_factory=lambda: [8])
+    classes: list | None = None
+    draws: int = 1
+    pre_gather: str = "sparse"
+    dataset: str | None = None
+    data_root: str | None = None
+    split: str = "test"
+    limit_test: int | None = None
+    eval_batch: int = 512
+    seed: int = 0
+    allow_other_teacher: bool = False
+    threads: int | None = None
+    device: str = "auto"
+    no_progress: bool = False
+    no_fp: bool = False
+
+    @classmethod
+    def from_args(cls, args) -> "QuantizeConfig":
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+
+def _default(name: str):
+    f = next(f for f in fields(QuantizeConfig) if f.name == name)
+    return f.default_factory() if callable(f.default_factory) else f.default
 
 # ---------------------------------------------------------------------------------------------
 # the command
@@ -72,24 +110,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pool", nargs="+", default=None, metavar="PATH",
                    help="pool file(s) written by pri invert, calibration images drawn from their union "
                         "(--calibration pool)")
-    p.add_argument("--calibration", choices=CALIBRATIONS, default="pool",
+    p.add_argument("--calibration", choices=CALIBRATIONS, default=_default("calibration"),
                    help="calibration images: synthetic pool images (fed sparsely), Gaussian noise in the normalised "
                         "input space (lower bound) or real training images (upper bound)")
-    p.add_argument("--calib-images", type=int, default=32,
+    p.add_argument("--calib-images", type=int, default=_default("calib_images"),
                    help="images in the calibration batch, balanced over the classes in whole trajectories (pool) or "
                         "images (real), in units of --balance-unit")
     add_balance_unit(p, "--calib-images", "; 1 for real images")
-    p.add_argument("--w-bits", type=int, nargs="+", default=[8], metavar="B",
+    p.add_argument("--w-bits", type=int, nargs="+", default=_default("w_bits"), metavar="B",
                    help="weight bits, one per setting, paired position by position with --a-bits (one value is "
                         "broadcast)")
-    p.add_argument("--a-bits", type=int, nargs="+", default=[8], metavar="B",
+    p.add_argument("--a-bits", type=int, nargs="+", default=_default("a_bits"), metavar="B",
                    help="activation bits, one per setting (e.g. --w-bits 8 4 --a-bits 8 8: W8A8 and W4A8)")
     p.add_argument("--classes", type=int, nargs="+", default=None, metavar="C",
                    help="deal the calibration images to these classes only (the classes the pools were inverted "
                         "for with pri invert --classes; default: every class)")
-    p.add_argument("--draws", type=int, default=1,
+    p.add_argument("--draws", type=int, default=_default("draws"),
                    help="calibration draws: each picks other calibration images, seeded from --seed and the draw")
-    p.add_argument("--pre-gather", choices=PRE_GATHER, default="sparse",
+    p.add_argument("--pre-gather", choices=PRE_GATHER, default=_default("pre_gather"),
                    help="with a pool: the quantisers before the token gather (input, patch embedding, position "
                         "embedding) observe only the kept patches (sparse) or every patch, zeros included (dense, "
                         "SMI's code)")
@@ -97,13 +135,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="real dataset whose test split scores the model (default: the teacher's training dataset "
                         "recorded in its checkpoint); its train split gives --calibration real")
     p.add_argument("--data-root", default=None, help="folder holding the real dataset (see pri teacher --data-root)")
-    p.add_argument("--split", choices=("test", "val"), default="test",
+    p.add_argument("--split", choices=("test", "val"), default=_default("split"),
                    help="split that scores the model: test (headlines) or val (held out of the training split: for "
                         "choosing a bit setting without looking at test)")
     p.add_argument("--limit-test", type=int, default=None,
                    help="evaluate on only the first this many test images (smoke tests; headlines use all)")
-    p.add_argument("--eval-batch", type=int, default=512, help="batch size of evaluations and calibration forwards")
-    p.add_argument("--seed", type=int, default=0, help="seed of the calibration images (default: 0)")
+    p.add_argument("--eval-batch", type=int, default=_default("eval_batch"), help="batch size of evaluations and calibration forwards")
+    p.add_argument("--seed", type=int, default=_default("seed"), help="seed of the calibration images")
     p.add_argument("--allow-other-teacher", action="store_true",
                    help="allow pools inverted from another teacher than --teacher")
     add_runtime_options(p)
@@ -309,22 +347,39 @@ def what_is_quantised(model, chunk) -> dict:
     }
 
 
-def run(args) -> int:
-    from pri.core.runtime import device_name, setup_runtime, versions
+@dataclass
+class QuantizeResult:
+    """What a quantisation job measured: the float teacher's evaluation, one row per (setting,
+    draw), the calibrations, and what was quantised; ``teacher``, ``cal`` and ``test`` say from
+    what; the seconds go to the timing side file."""
+    fp: dict
+    rows: list
+    calibrations: list
+    quantised: dict
+    teacher: object  # pri.core.engine.Teacher
+    teacher_name: str
+    cal: "Calibration"
+    test: dict
+    device: torch.device
+    timing: dict
+
+
+def quantize(cfg: QuantizeConfig, settings: list[tuple[int, int]]) -> QuantizeResult:
+    """The library function behind ``pri quantize``: calibrate the teacher's fake-quantised copy on
+    the config's images (pool, noise or real), per draw, and score every (w_bits, a_bits) setting on
+    the real split. Writes nothing."""
+    from pri.core.runtime import setup_runtime, sync
     from pri.files.data import for_teacher
-    from pri.files.io import atomic_write_json, with_timing
     from pri.files.pool import load_pool
     from pri.tasks.train import evaluate
 
-    t_start = time.perf_counter()
-    settings = check_options(args)
-    device, _ = setup_runtime(args.threads, args.device)
-    pools = [load_pool(p, "--pool") for p in (args.pool or [])]
-    teacher, tname = load_teacher(args, pools)
+    device, _ = setup_runtime(cfg.threads, cfg.device)
+    pools = [load_pool(p, "--pool") for p in (cfg.pool or [])]
+    teacher, tname = load_teacher(cfg, pools)
     model = teacher.model
-    ds_name, test_x, test_y, test_meta = for_teacher(teacher, args.dataset, args.data_root, args.split, args.limit_test,
-                                                     args.teacher)
-    cal = Calibration(args, teacher, pools, ds_name)
+    ds_name, test_x, test_y, test_meta = for_teacher(teacher, cfg.dataset, cfg.data_root, cfg.split, cfg.limit_test,
+                                                     cfg.teacher)
+    cal = Calibration(cfg, teacher, pools, ds_name)
     cal.load_real(teacher)
     model.to(device)
     chunk = CPU_CHUNK if device.type == "cpu" else None
@@ -332,25 +387,38 @@ def run(args) -> int:
     def evaluate_with(fwd) -> tuple[dict, float]:
         t0 = time.perf_counter()
         ev = evaluate(model, test_x, test_y, teacher.num_classes, cal.img, cal.mean, cal.std, device,
-                      batch=args.eval_batch, progress=not args.no_progress, forward=fwd)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+                      batch=cfg.eval_batch, progress=not cfg.no_progress, forward=fwd)
+        sync(device)
         return ev, time.perf_counter() - t0
 
-    if args.no_fp:
+    if cfg.no_fp:
         fp, fp_seconds = {"top1": None, "top5": None, "per_class": None}, 0.0
     else:
         fp, fp_seconds = evaluate_with(lambda x: chunked(model, x, chunk))
-    rows, calibrations, times = quantise_draws(args, model, cal, settings, evaluate_with, fp, device, chunk)
-    atomic_write_json(args.out, {
+    rows, calibrations, times = quantise_draws(cfg, model, cal, settings, evaluate_with, fp, device, chunk)
+    test = {"dataset": ds_name, "split": cfg.split, "source": test_meta["source"], "sha256": test_meta["sha256"],
+            "num_images": int(len(test_y)), "limit_test": cfg.limit_test}
+    return QuantizeResult(fp, rows, calibrations, what_is_quantised(model, chunk), teacher, tname, cal, test, device,
+                          {"fp_eval_seconds": fp_seconds, **times})
+
+
+def run(args) -> int:
+    """``pri quantize``: the options as a QuantizeConfig, checked; quantize; the metrics written."""
+    from pri.core.runtime import device_name, versions
+    from pri.files.io import atomic_write_json, with_timing
+
+    t_start = time.perf_counter()
+    cfg = QuantizeConfig.from_args(args)
+    settings = check_options(cfg)
+    res = quantize(cfg, settings)
+    fp = res.fp
+    atomic_write_json(cfg.out, {
         "fp_top1": fp["top1"], "fp_top5": fp["top5"], "fp_per_class": fp["per_class"],
-        "rows": rows, "settings": summarise(settings, rows), "calibrations": calibrations,
-        "calibration": args.calibration, "pre_gather": args.pre_gather, "calib_images": args.calib_images,
-        "draws": args.draws, "seed": args.seed, "pools": cal.pool_info, "quantised": what_is_quantised(model, chunk),
-        "teacher": {"path": input_path(args.teacher), "model": tname, "provenance": teacher.provenance},
-        "test": {"dataset": ds_name, "split": args.split, "source": test_meta["source"], "sha256": test_meta["sha256"],
-                 "num_images": int(len(test_y)), "limit_test": args.limit_test},
-        "versions": versions(), "device": device_name(device),
+        "rows": res.rows, "settings": summarise(settings, res.rows), "calibrations": res.calibrations,
+        "calibration": cfg.calibration, "pre_gather": cfg.pre_gather, "calib_images": cfg.calib_images,
+        "draws": cfg.draws, "seed": cfg.seed, "pools": res.cal.pool_info, "quantised": res.quantised,
+        "teacher": {"path": input_path(cfg.teacher), "model": res.teacher_name, "provenance": res.teacher.provenance},
+        "test": res.test, "versions": versions(), "device": device_name(res.device),
     })
-    with_timing(args.out, {"fp_eval_seconds": fp_seconds, **times, "wall_seconds": time.perf_counter() - t_start})
+    with_timing(cfg.out, {**res.timing, "wall_seconds": time.perf_counter() - t_start})
     return 0
