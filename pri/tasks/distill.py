@@ -30,7 +30,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import MISSING, dataclass, fields
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from pri.core.runtime import progress as progress_bar
 from pri.errors import PriError
 from pri.options import add_runtime_options
+from pri.tasks.probe import DEFAULTS as PROBE
 from pri.files.data import normalise
 from pri.files.io import input_path
 
@@ -47,9 +48,70 @@ from pri.files.io import input_path
 # T = 4 (Hinton-style) keeps the teacher's ranking of the wrong classes visible while the target
 # still peaks on the inverted class. SMI's T = 20 suits a pretrained student whose head alone
 # learns. The workflow's schema (distill.*) holds the same defaults; tests/workflow/test_defaults.py checks it.
-DEFAULTS = dict(student="vit_femto_patch4_28", steps=600, batch=64, optimizer="adamw", lr=1e-3, momentum=0.9,
-                weight_decay=0.05, schedule="cosine", warmup=50, temperature=4.0, grad_clip=1.0, seed=0,
-                augment_shift=1, eval_every=0, kd_runs=1)
+@dataclass
+class DistillConfig:
+    """What a distillation job is asked (``pri distill``'s options, whose defaults are these): the
+    pools, the teacher, the from-scratch students' recipe, the verdict student's settings."""
+    pool: list
+    teacher: str
+    out: str | None = None
+    teacher_model: str | None = None
+    allow_other_teacher: bool = False
+    student: str = "vit_femto_patch4_28"
+    student_checkpoint: str | None = None
+    head_only: bool = False
+    dataset: str | None = None
+    data_root: str | None = None
+    images: int | None = None
+    balance_unit: int | None = None
+    classes: list | None = None
+    steps: int = 600
+    batch: int = 64
+    kd_runs: int = 1
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.05
+    schedule: str = "cosine"
+    warmup: int = 50
+    temperature: float = 4.0
+    grad_clip: float = 1.0
+    augment: bool = False
+    augment_shift: int = 1
+    eval_every: int = 0
+    seed: int = 0
+    probe_runs: int = PROBE["runs"]
+    probe_l2: float = PROBE["l2"]
+    probe_temperature: float = PROBE["temperature"]
+    val: bool = False
+    limit_test: int | None = None
+    eval_batch: int = 512
+    threads: int | None = None
+    device: str = "auto"
+    amp: str = "auto"
+    no_progress: bool = False
+    student_out: str | None = None
+
+    @classmethod
+    def from_args(cls, args) -> "DistillConfig":
+        return cls(**{f.name: getattr(args, f.name) for f in fields(cls)})
+
+
+@dataclass
+class DistillResult:
+    """What a distillation job measured: the metrics (every student's top-1 and KL, the verdict
+    student's, the confidences, the provenance), the last from-scratch student with its
+    normalisation (for --student-out) and the seconds (for the timing side file)."""
+    metrics: dict
+    student: torch.nn.Module | None
+    student_mean: list | None
+    student_std: list | None
+    hyperparameters: dict
+    pool_info: list
+    timing: dict
+
+
+DEFAULTS = {f.name: f.default for f in fields(DistillConfig) if f.default is not MISSING}
 # precompute the teacher's outputs for every (image, augmentation) when that takes fewer teacher
 # forwards than the training steps would, and fits in this many floats
 PRECOMPUTE_MAX_FLOATS = 50_000_000
@@ -608,56 +670,70 @@ def run_metrics(args, runs, probe, syn, pool_info, teacher, conf, hyper, test_me
     }
 
 
-def run(args) -> int:
+def distill(cfg: DistillConfig) -> DistillResult:
+    """The library function behind ``pri distill``: select the config's images from its pools,
+    distil the from-scratch students and fit the verdict student, score them on the real test
+    split. Writes nothing."""
     from pri.core.engine import Augment
     from pri.core.runtime import setup_runtime
     from pri.core.vit import patch_size
-    from pri.files.io import atomic_write_json, with_timing
-    from pri.files.models import save_checkpoint
     from pri.tasks.probe import verdict_student
 
     t_start = time.perf_counter()
-    check_options(args)
-    device, amp = setup_runtime(args.threads, args.device, args.amp)
-    pools, pool_info = load_pools(args.pool)
-    teacher = load_teacher(args, pools, device)
-    syn = select_images(args, pools, pool_info, teacher.num_classes)
+    device, amp = setup_runtime(cfg.threads, cfg.device, cfg.amp)
+    pools, pool_info = load_pools(cfg.pool)
+    teacher = load_teacher(cfg, pools, device)
+    syn = select_images(cfg, pools, pool_info, teacher.num_classes)
     del pools
-    ds_name, test_x, test_y, test_meta = load_real(args, teacher, "test")
-    val = load_real(args, teacher, "val") if args.val else None
+    ds_name, test_x, test_y, test_meta = load_real(cfg, teacher, "test")
+    val = load_real(cfg, teacher, "val") if cfg.val else None
     real = {"test": (test_x, test_y, test_meta["sha256"]), "val": (val[1], val[2], val[3]["sha256"]) if val else None}
     H, W = syn.images.shape[-2:]
-    aug = Augment(H, W, patch_size(teacher.model), 0.0, True, "cpu", shift=args.augment_shift) if args.augment else None
+    aug = Augment(H, W, patch_size(teacher.model), 0.0, True, "cpu", shift=cfg.augment_shift) if cfg.augment else None
 
     t_teacher = time.perf_counter()
-    targets = TeacherTargets(teacher, syn, aug, args.steps, args.batch, device, amp, args.eval_batch)
-    logits_of = lambda x, m: teacher_logits(teacher, x, m, device, amp, args.eval_batch)  # noqa: E731
+    targets = TeacherTargets(teacher, syn, aug, cfg.steps, cfg.batch, device, amp, cfg.eval_batch)
+    logits_of = lambda x, m: teacher_logits(teacher, x, m, device, amp, cfg.eval_batch)  # noqa: E731
     plain = targets.table[:, 0] if targets.precomputed and aug is None else logits_of(syn.images, syn.masks)
     conf = confidence(teacher, plain, syn.labels, real_confidence(teacher, test_x, test_y, device, amp,
-                                                                 args.eval_batch))
+                                                                 cfg.eval_batch))
     teacher_seconds = time.perf_counter() - t_teacher
 
-    progress = not args.no_progress
-    runs, (student, s_mean, s_std) = scratch_runs(args, teacher, syn, aug, targets, real, device, amp, progress)
+    runs, (student, s_mean, s_std) = scratch_runs(cfg, teacher, syn, aug, targets, real, device, amp,
+                                                  not cfg.no_progress)
     t_probe = time.perf_counter()
-    probe = verdict_student(args, teacher, syn, aug, targets.table, real, device, logits_of) \
-        if args.probe_runs else None
+    probe = verdict_student(cfg, teacher, syn, aug, targets.table, real, device, logits_of) if cfg.probe_runs else None
     probe_seconds = time.perf_counter() - t_probe
-    report(args, syn, runs, probe, conf)
+    report(cfg, syn, runs, probe, conf)
 
-    hyper = hyperparameters(args, syn, targets, teacher, amp)
-    metrics = run_metrics(args, runs, probe, syn, pool_info, teacher, conf, hyper,
+    hyper = hyperparameters(cfg, syn, targets, teacher, amp)
+    metrics = run_metrics(cfg, runs, probe, syn, pool_info, teacher, conf, hyper,
                           {**test_meta, "dataset": ds_name, "num_images": int(len(test_y))}, device)
     train_runs = [r.pop("train_seconds") for r in runs]  # seconds go to the timing file: same work, same bytes
     timing = {"teacher_seconds": teacher_seconds, "train_seconds": sum(train_runs), "train_seconds_runs": train_runs,
               "probe_seconds": probe_seconds, "wall_seconds": time.perf_counter() - t_start}
-    if args.student_out:
+    return DistillResult(metrics, student, s_mean, s_std, hyper, pool_info, timing)
+
+
+def run(args) -> int:
+    """``pri distill``: the options as a DistillConfig, checked; distill; the student (--student-out)
+    and the metrics written."""
+    from pri.files.io import atomic_write_json, with_timing
+    from pri.files.models import save_checkpoint
+
+    t_start = time.perf_counter()
+    cfg = DistillConfig.from_args(args)
+    check_options(cfg)
+    res = distill(cfg)
+    metrics = res.metrics
+    if cfg.student_out:
         sprov = {"distilled": {k: metrics[k] for k in ("top1", "steps", "images", "method")},
-                 "pools": pool_info, "hyperparameters": hyper, "student": runs[-1]["student"]}
-        metrics["student"]["checkpoint_sha256"] = save_checkpoint(args.student_out, student.cpu(), args.student,
-                                                                  s_mean, s_std, sprov)
-    atomic_write_json(args.out, metrics)
-    with_timing(args.out, timing)
+                 "pools": res.pool_info, "hyperparameters": res.hyperparameters,
+                 "student": metrics["student"]["provenance"]}
+        metrics["student"]["checkpoint_sha256"] = save_checkpoint(cfg.student_out, res.student.cpu(), cfg.student,
+                                                                  res.student_mean, res.student_std, sprov)
+    atomic_write_json(cfg.out, metrics)
+    with_timing(cfg.out, {**res.timing, "wall_seconds": time.perf_counter() - t_start})
     return 0
 
 
