@@ -299,3 +299,39 @@ def test_an_output_that_is_an_input_is_refused_naming_both(argv, option, other, 
     assert rc == 2 and len(lines) == 1 and f"error: {option}:" in lines[0] and other in lines[0], err
     assert {f: hashlib.sha256(f.read_bytes()).hexdigest() for f in files.iterdir() if f.is_file()} == digest
     assert os.listdir(tmp_path) == []  # nothing written
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 64 KiB tmpfs: a full disk for real (needs root and mount; CI runs as root)."""
+    mnt = tmp_path / "tiny"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or r.returncode}): the full-disk test needs root")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing(files, tiny_disk, capsys):
+    """invert (a pool), teacher (a checkpoint) and distill (a student) on a disk with no room: exit 2,
+    one line naming the file and saying the disk is full, no traceback, no partial file."""
+    jobs = [
+        (INV + ["--batch", "64", "--checkpoint", str(files / "teacher.pt")], "pool.pt"),
+        (["teacher", "--dataset", "digits", "--model", "vit_tiny_patch16_224", "--img-size", "32", "--epochs", "0.01",
+          "--limit-train", "8", "--limit-test", "8", "--threads", "1", "--no-progress"], "teacher.pt"),
+        (DIS + ["--steps", "1", "--batch", "2", "--student", "vit_femto_patch4_28", "--limit-test", "8",
+                "--probe-runs", "0", "--threads", "1", "--no-progress", "--out", str(tiny_disk.parent / "d.json")],
+         "student.pt"),
+    ]
+    for argv, name in jobs:
+        target = tiny_disk / name
+        argv = [a.replace("{d}", str(files)) for a in argv]
+        argv += ["--student-out" if argv[0] == "distill" else "--out", str(target)]
+        rc = main(argv)
+        err = capsys.readouterr().err
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert rc == 2 and str(target) in lines[-1] and "no space left on device" in lines[-1], err
+        assert "Traceback" not in err and os.listdir(tiny_disk) == [], (name, os.listdir(tiny_disk))
