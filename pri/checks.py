@@ -112,7 +112,7 @@ ITERATIONS_MAX = 2**31 - 1  # a pool's per-patch update counts are int32 (pri.co
 def iterations(value, name: str) -> int:
     """An iteration count T that can be counted where it is used: an integer >= 1, at most 2^31 - 1 (a
     pool records each patch's updates in int32) and such that the cost model's list of the active
-    patch count at every iteration (pri.core.schedules.active_counts: 8 bytes an entry) fits in memory."""
+    patch count at every iteration (pri.core.schedules.Schedule.active_counts: 8 bytes an entry) fits in memory."""
     integer(value, name, 1)
     limit = min(ITERATIONS_MAX, memory_bytes() // 8)
     if value > limit:

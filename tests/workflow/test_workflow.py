@@ -160,7 +160,7 @@ def test_rule_logs_get_a_progress_line_at_most_every_15_seconds(tmp_path):
     even when its postfix changes every step (which forces a refresh on a terminal) and when tqdm's
     monitor thread would force one on a bar it thinks stalled (a second frame ~1 s after a regular
     one). 33 s of progress: frames at 0, 15 and 30 s and the closing one."""
-    code = ("import time\nfrom pri.files.io import progress\nbar = progress(660, True, 'x')\n"
+    code = ("import time\nfrom pri.core.runtime import progress\nbar = progress(660, True, 'x')\n"
             "for i in range(660):\n    time.sleep(0.05)\n    bar.set_postfix(loss=f'{i}')\n    "
             "bar.set_postfix_str(f'active={i}')\n    bar.update(1)\nbar.close()\n")
     log = tmp_path / "rule.log"
