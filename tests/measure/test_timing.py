@@ -36,6 +36,7 @@ def _paired_ratio(pico, cfg, sched, rounds):
     return statistics.median(ratios), ratios, last
 
 
+@pytest.mark.slow  # times two full inversions (18 s): pytest --all and CI run it
 def test_stage_sampled_agrees_with_full(pico, one_thread):
     T, B = 100, 16
     cfg = InversionConfig(iterations=T, batch=B, device="cpu", progress=False)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -75,6 +76,7 @@ def test_hub_weights_missing_offline_is_a_clear_error(tmp_path):
     assert "Traceback" not in r.stderr
 
 
+@pytest.mark.slow  # four Snakemake and pre-flight runs (30 s): pytest --all and CI run it
 def test_preflight_checks_hub_weights(tmp_path):
     """`snakemake -n` with 'hub' teachers and students: weights that cannot be had are listed under
     their config key; weights found in the hub cache are not."""

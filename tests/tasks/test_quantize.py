@@ -131,6 +131,7 @@ def quantize(out, *args):
         return json.load(f)
 
 
+@pytest.mark.slow  # trains a Fashion-MNIST teacher and a pool (40 s): pytest --all and CI run it
 def test_w8a8_on_a_trained_teacher_pool_loses_little_noise_more(fmnist):
     teacher, pool, d = fmnist
     common = ["--teacher", teacher, "--limit-test", "2000", "--w-bits", "8", "--a-bits", "8"]
